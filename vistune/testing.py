@@ -1,0 +1,70 @@
+"""Tiny, local, offline building blocks for tests, benchmarks and the miniature world.
+
+Nothing here touches the network: tokenizers are trained on the spot with `tokenizers`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
+
+# A ChatML chat template, so the `hf` conversation template can be exercised with a local tokenizer.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "A chat between a curious human and an artificial intelligence assistant.",
+    "The assistant gives helpful, detailed, and polite answers to the human's questions.",
+    "A chat between a curious user and an artificial intelligence assistant.",
+    "USER: ASSISTANT: Human: Assistant: ### [INST] [/INST] <<SYS>> <</SYS>> system user assistant",
+    "You are a helpful language and vision assistant. Answer the questions.",
+    "Describe the image briefly. What is in the picture? How many objects are there?",
+    "There is a red circle in the top left and a blue square at the bottom right of the image.",
+    "The green triangle is to the left of the yellow star. Yes. No. One two three four five six.",
+    "A group of people are packing luggage into a black SUV in an underground parking garage.",
+    "What color is the square? What shape is on the left? Is there a purple heart?",
+    "0 1 2 3 4 5 6 7 8 9 . , ; : ! ? ' \" ( ) [ ] { } - + = / \\ < > @ # $ % ^ & * _ ~ `",
+]
+
+
+def make_tiny_tokenizer(
+    out_dir: str | Path | None = None, *, vocab_size: int = 400, corpus: list[str] | None = None
+) -> PreTrainedTokenizerFast:
+    """Train a small byte-level BPE tokenizer (BOS added, ChatML chat template) and optionally save it.
+
+    Byte-level, so any text round-trips; BOS `<s>` is prepended like Llama's tokenizer, EOS is `</s>`.
+    """
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator((corpus or _CORPUS) * 4, trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    if out_dir is not None:
+        fast.save_pretrained(str(out_dir))
+    return fast
