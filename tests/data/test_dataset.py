@@ -1,0 +1,50 @@
+"""The batch plan: deterministic, modality-grouped, independent of the number of processes."""
+
+from __future__ import annotations
+
+from vistune.data.dataset import GlobalBatchPlan, split_global_batch
+
+
+def _plan(**kw):
+    lengths = [10 + (i * 7) % 23 for i in range(23)]
+    has_image = [i % 3 != 0 for i in range(23)]
+    return GlobalBatchPlan(lengths, has_image, 4, seed=0, **kw), has_image
+
+
+def test_batches_cover_each_record_once_and_group_modalities():
+    plan, has_image = _plan()
+    batches = plan.epoch_batches(0)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(23))
+    full = [b for b in batches if len(b) == 4]
+    assert all(len({has_image[i] for i in b}) == 1 for b in full)  # no mixed full batch
+    assert all(len(b) == 4 for b in batches[: len(full)])  # leftovers only at the end
+    for b in batches:
+        assert [plan.lengths[i] for i in b] == sorted((plan.lengths[i] for i in b), reverse=True)
+
+
+def test_deterministic_per_seed_and_epoch():
+    a, _ = _plan()
+    b, _ = _plan()
+    assert a.epoch_batches(1) == b.epoch_batches(1)
+    assert a.epoch_batches(0) != a.epoch_batches(1)
+    assert a.batch_at(a.steps_per_epoch + 2) == a.epoch_batches(1)[2]
+
+
+def test_tail_smaller_than_world_is_dropped():
+    plan, _ = _plan(min_batch_size=4, group_by_modality=False)
+    assert all(len(b) >= 4 for b in plan.epoch_batches(0))  # 23 = 5*4 + 3: the tail of 3 is dropped
+
+
+def test_split_is_a_partition_over_ranks():
+    batch = list(range(10))
+    for world in (1, 2, 3):
+        parts = [
+            split_global_batch(batch, micro_batch_size=2, rank=r, world_size=world) for r in range(world)
+        ]
+        flat = sorted(i for rank in parts for mb in rank for i in mb)
+        assert flat == batch
+        assert all(rank for rank in parts)  # every process has work
+    # a short tail: 3 samples, micro 4, 2 processes -> both get samples
+    parts = [split_global_batch([7, 8, 9], micro_batch_size=4, rank=r, world_size=2) for r in range(2)]
+    assert parts == [[[7]], [[8, 9]]]

@@ -1,0 +1,198 @@
+"""Typed training configuration: one YAML file -> `TrainConfig`, strict (an unknown key is an error).
+
+Stage 1 (feature alignment) and stage 2 (instruction tuning) are the same code with different configs: which parts
+train (`model.trainable`), which data and template (`data`), and where the projector starts (`model.init_projector`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from vistune.config import from_dict, load_yaml, to_dict
+from vistune.errors import VistuneError
+from vistune.model.config import ModelConfig
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+OnBadRecord = Literal["error", "skip"]
+Strategy = Literal["ddp", "fsdp"]
+
+
+@dataclass
+class TrainableConfig:
+    """Which parts receive gradients; applied in one place (`VistuneModel.set_trainable`)."""
+
+    vision: bool = False
+    projector: bool = True
+    language_model: bool = False
+
+
+@dataclass
+class LoraConfig:
+    """LoRA / QLoRA on the language model through `peft`; the projector still trains fully when trainable."""
+
+    enabled: bool = False
+    r: int = 64
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    bits: int | None = None  # 4 or 8: QLoRA (needs bitsandbytes and a CUDA device)
+
+    def __post_init__(self) -> None:
+        if self.bits not in (None, 4, 8):
+            raise VistuneError(f"model.lora.bits={self.bits!r}: use 4, 8 or null")
+        if self.r <= 0:
+            raise VistuneError(f"model.lora.r={self.r}: the LoRA rank must be positive")
+
+
+@dataclass
+class ModelSection:
+    """Where the model comes from.
+
+    init: a saved model directory (ours or llava-hf) to start from; otherwise the model is built from `config`.
+    config: a `ModelConfig` (vision tower, projector, language model, template) to build the model from parts.
+    tokenizer: tokenizer directory; default: `init`, else `config.text_pretrained`.
+    init_projector: a projector file written by stage 1 (`<output_dir>/projector.safetensors`); stage 2 sets it.
+    """
+
+    init: str | None = None
+    config: ModelConfig | None = None
+    tokenizer: str | None = None
+    init_projector: str | None = None
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def __post_init__(self) -> None:
+        if (self.init is None) == (self.config is None):
+            raise VistuneError(
+                "model: give exactly one of `init` (a saved model dir) or `config` (build from parts)"
+            )
+        if self.lora.enabled and self.trainable.language_model:
+            raise VistuneError(
+                "model.lora.enabled with model.trainable.language_model=true: LoRA trains adapters instead of the "
+                "full language model; set model.trainable.language_model=false"
+            )
+
+
+@dataclass
+class DataConfig:
+    """Training data: LLaVA JSON / JSONL records and the folder their image paths are relative to."""
+
+    train: str
+    image_folder: str = ""
+    val: str | None = None
+    template: str | None = None  # default: the model's template
+    model_max_length: int = 2048
+    group_by_modality_length: bool = True
+    on_bad_record: OnBadRecord = "error"
+    cache_vision_features: bool = False
+    feature_cache_dir: str | None = None  # default: <output_dir>/feature_cache
+    feature_cache_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    num_workers: int = 0
+    max_records: int | None = None  # use the first N records (smoke runs)
+
+    def __post_init__(self) -> None:
+        if self.on_bad_record not in ("error", "skip"):
+            raise VistuneError(f"data.on_bad_record={self.on_bad_record!r}: use 'error' or 'skip'")
+        if self.model_max_length <= 0:
+            raise VistuneError(f"data.model_max_length={self.model_max_length}: must be positive")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a learning rate per part; a part with lr 0 is frozen (no gradients computed), not just unstepped."""
+
+    lr: float = 2e-5  # language model
+    projector_lr: float | None = None  # default: lr
+    vision_lr: float | None = None  # default: lr (only used when model.trainable.vision)
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_ratio: float = 0.03
+    warmup_steps: int | None = None  # overrides warmup_ratio
+    max_grad_norm: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        if self.schedule not in ("cosine", "constant"):
+            raise VistuneError(f"optim.schedule={self.schedule!r}: use 'cosine' or 'constant'")
+        for name in ("lr", "projector_lr", "vision_lr"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise VistuneError(f"optim.{name}={value}: a learning rate cannot be negative")
+
+    @property
+    def part_lrs(self) -> dict[str, float]:
+        """Learning rate per model part."""
+        return {
+            "vision": self.lr if self.vision_lr is None else self.vision_lr,
+            "projector": self.lr if self.projector_lr is None else self.projector_lr,
+            "language_model": self.lr,
+        }
+
+
+@dataclass
+class DistConfig:
+    """Multi-process training. Launch with `torchrun --nproc_per_node N` (or `accelerate launch --config_file`)."""
+
+    strategy: Strategy = (
+        "ddp"  # fsdp: shard the language model's decoder layers (LLMs too big for one device)
+    )
+    backend: str | None = None  # default: nccl on CUDA, gloo on CPU
+
+
+@dataclass
+class LoopConfig:
+    """The training loop."""
+
+    output_dir: str
+    seed: int = 42
+    epochs: float = 1.0
+    max_steps: int | None = None  # overrides epochs
+    global_batch_size: int = 32  # samples per optimizer step, over all processes and accumulation steps
+    micro_batch_size: int = 4  # samples per forward pass on one process
+    precision: Precision = "auto"  # auto: bf16 on CUDA that supports it, else fp32
+    log_every: int = 1
+    eval_every: int | None = None  # steps; validation loss on data.val
+    save_every: int | None = None  # steps; a resumable checkpoint
+    keep_checkpoints: int = 2
+    resume: str | None = "auto"  # "auto": the newest checkpoint in output_dir if any; a path; or null
+    stop_after_steps: int | None = None  # stop (checkpointed) after this many steps, e.g. to split a job
+    progress: bool = True
+    tensorboard: bool = False  # only when tensorboard is installed
+    dist: DistConfig = field(default_factory=DistConfig)
+
+    def __post_init__(self) -> None:
+        if self.global_batch_size <= 0 or self.micro_batch_size <= 0:
+            raise VistuneError("train.global_batch_size and train.micro_batch_size must be positive")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise VistuneError(f"train.precision={self.precision!r}: use auto, fp32, bf16 or fp16")
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run (one stage)."""
+
+    model: ModelSection
+    data: DataConfig
+    train: LoopConfig
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    name: str = "run"
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config, apply dotted `key=value` overrides, validate strictly."""
+    data = load_yaml(path, overrides)
+    return from_dict(TrainConfig, data, where=str(path))
+
+
+def train_config_from_dict(data: dict[str, Any], *, where: str = "train config") -> TrainConfig:
+    return from_dict(TrainConfig, data, where=where)
