@@ -68,3 +68,91 @@ def make_tiny_tokenizer(
     if out_dir is not None:
         fast.save_pretrained(str(out_dir))
     return fast
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tiny models (random weights): a CLIP-style vision tower and a Llama-style LM, small enough for CPU unit tests.
+
+
+def tiny_vision_hf_config(
+    *, image_size: int = 32, patch_size: int = 8, hidden_size: int = 32, num_layers: int = 2
+) -> dict:
+    """A CLIP vision config dict: 32 px / patch 8 -> 16 patch tokens (+ CLS)."""
+    return {
+        "model_type": "clip_vision_model",
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": 4,
+        "projection_dim": hidden_size,
+    }
+
+
+def tiny_text_config(
+    *,
+    vocab_size: int,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    bos_token_id: int | None = 1,
+    eos_token_id: int | None = 2,
+    pad_token_id: int | None = 3,
+    tie_word_embeddings: bool = False,
+) -> dict:
+    """A Llama config dict (2 layers, hidden 64, GQA 4/2 heads). Special ids default to make_tiny_tokenizer's."""
+    return {
+        "model_type": "llama",
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "bos_token_id": bos_token_id,
+        "eos_token_id": eos_token_id,
+        "pad_token_id": pad_token_id,
+        "tie_word_embeddings": tie_word_embeddings,
+    }
+
+
+def tiny_model_config(
+    *,
+    vocab_size: int,
+    projector: str = "mlp2x_gelu",
+    template: str = "plain",
+    image_size: int = 32,
+    patch_size: int = 8,
+    select_feature: str = "patch",
+    tie_word_embeddings: bool = False,
+    text_overrides: dict | None = None,
+):
+    """A ModelConfig for unit tests: CLIP vision 2 layers (32 px, patch 8 -> 16 tokens), Llama 2 layers (hidden 64)."""
+    from vistune.model.config import ModelConfig, VisionConfig
+
+    text = tiny_text_config(vocab_size=vocab_size, tie_word_embeddings=tie_word_embeddings)
+    text.update(text_overrides or {})
+    vision = VisionConfig(
+        kind="hf",
+        hf_config=tiny_vision_hf_config(image_size=image_size, patch_size=patch_size),
+        select_feature=select_feature,
+    )
+    return ModelConfig(vision=vision, text_config=text, projector=projector, template=template)
+
+
+def build_tiny_model(tokenizer: PreTrainedTokenizerFast, *, seed: int = 0, **config_kwargs):
+    """A random tiny VistuneModel whose vocabulary and special ids match `tokenizer` (fp32, eval mode)."""
+    import torch
+
+    from vistune.model.llava import build_model
+
+    overrides = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        **config_kwargs.pop("text_overrides", {}),
+    }
+    config = tiny_model_config(vocab_size=len(tokenizer), text_overrides=overrides, **config_kwargs)
+    torch.manual_seed(seed)
+    return build_model(config).eval()
