@@ -24,6 +24,7 @@ app = typer.Typer(
 # `register(app)`. Listed explicitly so the command tree is readable in one place.
 _SUBCOMMANDS: list[str] = [
     # BEGIN SUBCOMMANDS (one module per line; each defines `register(app: typer.Typer) -> None`)
+    "vistune.world.cli",
     # END SUBCOMMANDS
 ]
 
