@@ -162,7 +162,7 @@ def tokenize_conversation(
         image_token_id=image_token_id,
         record_id=record_id,
     )
-    ids, labels, num_images, truncated = _truncate(enc, max_length)
+    ids, labels, num_images, truncated = truncate_encoding(enc, max_length)
     if all(label == IGNORE_INDEX for label in labels):
         reason = (
             f"truncation to max_length={max_length} removed every assistant reply; raise max_length or shorten it"
@@ -259,8 +259,11 @@ def _supervised_tokens(
     return flags
 
 
-def _truncate(enc: Encoding, max_length: int | None) -> tuple[list[int], list[int], int, bool]:
-    """Cut to max_length tokens; if the cut falls inside an image's tokens, cut before that image instead."""
+def truncate_encoding(enc: Encoding, max_length: int | None) -> tuple[list[int], list[int], int, bool]:
+    """Cut to max_length tokens; if the cut falls inside an image's tokens, cut before that image instead.
+
+    Returns (input_ids, labels, number of images whose tokens survive, whether anything was cut).
+    """
     n = len(enc.input_ids)
     if max_length is None or n <= max_length:
         return enc.input_ids, enc.labels, len(enc.image_regions), False
@@ -287,4 +290,5 @@ __all__ = [
     "encode_text",
     "tokenize_conversation",
     "tokenize_records",
+    "truncate_encoding",
 ]
