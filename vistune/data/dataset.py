@@ -9,10 +9,17 @@ sees in every optimizer step, and a resumed run restarts at the exact batch wher
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
+from torch.utils.data import Dataset
+
+from vistune.errors import AllMaskedError, VistuneError
+from vistune.text.tokenize import IGNORE_INDEX, tokenize_conversation
 
 
 @dataclass(frozen=True)
@@ -112,3 +119,257 @@ def split_global_batch(
         bounds = [len(batch) * r // world_size for r in range(world_size + 1)]
         micro = [list(batch[bounds[r] : bounds[r + 1]]) for r in range(world_size)]
     return micro[rank::world_size]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Records -> samples
+
+
+@dataclass
+class DataReport:
+    """What preparing a data file found. Nothing is dropped without being counted here and named in `bad`."""
+
+    source: str
+    records: int = 0
+    kept: int = 0
+    with_images: int = 0
+    text_only: int = 0
+    truncated: int = 0
+    all_masked: list[str] = field(
+        default_factory=list
+    )  # record ids: no supervised token (skipped, never trained)
+    bad: list[dict[str, str]] = field(
+        default_factory=list
+    )  # {"id", "reason"}: skipped with on_bad_record=skip
+
+    def summary(self) -> str:
+        return (
+            f"{self.source}: {self.kept}/{self.records} records used ({self.with_images} with images, "
+            f"{self.text_only} text-only); {self.truncated} truncated; {len(self.all_masked)} skipped with no "
+            f"supervised token; {len(self.bad)} bad records skipped"
+        )
+
+
+@dataclass
+class _Entry:
+    record: Any  # vistune.data.records.Record
+    length: int  # tokens, image tokens included, after truncation
+    num_images: int  # images that survive truncation (the first `num_images` of the record)
+
+
+@dataclass
+class Sample:
+    """One training example. `error` set: its image could not be read (on_bad_record=skip); the collator drops it."""
+
+    record_id: str
+    input_ids: torch.Tensor  # [L]
+    labels: torch.Tensor  # [L]
+    images: list[str]
+    pixel_values: torch.Tensor | None = None  # [n, 3, H, W]
+    vision_features: torch.Tensor | None = None  # [n, T, Dv] (feature cache)
+    error: str | None = None
+
+
+class LlavaDataset(Dataset):
+    """LLaVA records, tokenized once up front (lengths, truncation, all-masked) and again lazily per item.
+
+    Tokenizing up front is what lets the batch plan know exact lengths and guarantees an all-masked record is
+    skipped and counted before training starts; items are re-tokenized on access (deterministic, cheap) so that
+    memory stays at one integer per record rather than the whole token stream. Images load lazily per item.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Any],
+        *,
+        tokenizer: Any,
+        template: str,
+        num_image_tokens: int,
+        image_token_id: int,
+        image_folder: str | Path = "",
+        image_processor: Callable[[list[Any]], torch.Tensor] | None = None,
+        load_image: Callable[[str], Any] | None = None,
+        max_length: int | None = None,
+        on_bad_record: Literal["error", "skip"] = "error",
+        source: str = "data",
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.template = template
+        self.num_image_tokens = num_image_tokens
+        self.image_token_id = image_token_id
+        self.image_folder = Path(image_folder)
+        self.image_processor = image_processor
+        self.load_image = load_image
+        self.max_length = max_length
+        self.on_bad_record = on_bad_record
+        self.features: Any = None  # a FeatureCache, set by `use_feature_cache`
+        self.report = DataReport(source=source, records=len(records))
+        self.entries = [e for e in (self._prepare(r) for r in records) if e is not None]
+        self._count()
+
+    # ---- preparation
+    def image_path(self, name: str) -> str:
+        return str(self.image_folder / name)
+
+    def _prepare(self, record: Any) -> _Entry | None:
+        missing = [p for p in record.images if not os.path.isfile(self.image_path(p))]
+        if missing:
+            self.reject(record.id, f"image file {self.image_path(missing[0])} does not exist")
+            return None
+        try:
+            tok = self._tokenize(record)
+        except AllMaskedError:
+            self.report.all_masked.append(str(record.id))
+            return None
+        self.report.truncated += tok.truncated
+        return _Entry(record, len(tok.input_ids), tok.num_images)
+
+    def _tokenize(self, record: Any) -> Any:
+        return tokenize_conversation(
+            record.conversations,
+            self.tokenizer,
+            self.template,
+            num_image_tokens=self.num_image_tokens,
+            image_token_id=self.image_token_id,
+            max_length=self.max_length,
+            record_id=f"{self.report.source}: {record.id}",
+        )
+
+    def reject(self, record_id: str, reason: str) -> None:
+        """A bad record: raise (on_bad_record=error) or count and name it (skip)."""
+        if self.on_bad_record == "error":
+            raise VistuneError(
+                f"{self.report.source}: record {record_id}: {reason} (set data.on_bad_record=skip to skip and "
+                "count such records instead)"
+            )
+        self.report.bad.append({"id": str(record_id), "reason": reason})
+
+    def _count(self) -> None:
+        self.report.kept = len(self.entries)
+        self.report.with_images = sum(1 for e in self.entries if e.num_images > 0)
+        self.report.text_only = self.report.kept - self.report.with_images
+
+    def drop_images(self, bad_paths: set[str]) -> None:
+        """Remove records that use an unreadable image (found while building the feature cache)."""
+        if not bad_paths:
+            return
+        kept = []
+        for e in self.entries:
+            bad = [p for p in e.record.images[: e.num_images] if self.image_path(p) in bad_paths]
+            if bad:
+                self.reject(e.record.id, f"image file {self.image_path(bad[0])} cannot be read")
+            else:
+                kept.append(e)
+        self.entries = kept
+        self._count()
+
+    def image_paths(self) -> list[str]:
+        """Every image the kept records use (after truncation), for the feature cache."""
+        return [self.image_path(p) for e in self.entries for p in e.record.images[: e.num_images]]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [e.length for e in self.entries]
+
+    @property
+    def has_image(self) -> list[bool]:
+        return [e.num_images > 0 for e in self.entries]
+
+    # ---- access
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> Sample:
+        entry = self.entries[index]
+        tok = self._tokenize(entry.record)
+        images = [self.image_path(p) for p in entry.record.images[: tok.num_images]]
+        sample = Sample(
+            record_id=str(entry.record.id),
+            input_ids=torch.tensor(tok.input_ids, dtype=torch.long),
+            labels=torch.tensor(tok.labels, dtype=torch.long),
+            images=images,
+        )
+        if images:
+            self._attach_images(sample)
+        return sample
+
+    def _attach_images(self, sample: Sample) -> None:
+        if self.features is not None:
+            sample.vision_features = torch.stack([self.features.get(p) for p in sample.images])  # [n, T, Dv]
+            return
+        if self.image_processor is None or self.load_image is None:
+            raise ValueError("LlavaDataset needs image_processor and load_image for records with images")
+        try:
+            pil = [self.load_image(p) for p in sample.images]
+        except VistuneError as err:
+            if self.on_bad_record == "error":
+                raise
+            sample.error = str(err)
+            return
+        sample.pixel_values = self.image_processor(pil)  # [n, 3, H, W]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Collation
+
+
+@dataclass
+class Batch:
+    """A padded micro-batch. Images are in order of appearance, row-major over the batch (the model's contract)."""
+
+    input_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    labels: torch.Tensor  # [B, L]
+    pixel_values: torch.Tensor | None  # [N, 3, H, W]
+    vision_features: torch.Tensor | None  # [N, T, Dv]
+    record_ids: list[str]
+    num_tokens: int  # supervised (next-token) targets: what the loss is averaged over
+    dropped: list[dict[str, str]]  # samples removed because an image could not be read
+
+    def model_inputs(self, device: torch.device | str) -> dict[str, torch.Tensor | None]:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return {
+            "input_ids": move(self.input_ids),
+            "attention_mask": move(self.attention_mask),
+            "labels": move(self.labels),
+            "pixel_values": move(self.pixel_values),
+            "vision_features": move(self.vision_features),
+        }
+
+    def __len__(self) -> int:
+        return len(self.record_ids)
+
+
+class Collator:
+    """Right-pads a list of samples to the longest one; drops (and reports) samples whose images failed."""
+
+    def __init__(self, pad_token_id: int | None) -> None:
+        self.pad_token_id = 0 if pad_token_id is None else pad_token_id  # masked out, so any valid id works
+
+    def __call__(self, samples: list[Sample]) -> Batch:
+        dropped = [{"id": s.record_id, "reason": s.error} for s in samples if s.error]
+        samples = [s for s in samples if not s.error]
+        length = max((len(s.input_ids) for s in samples), default=0)
+        input_ids = torch.full((len(samples), length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(samples), length), dtype=torch.long)
+        for row, s in enumerate(samples):
+            n = len(s.input_ids)
+            input_ids[row, :n], labels[row, :n], attention_mask[row, :n] = s.input_ids, s.labels, 1
+        return Batch(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            labels=labels,
+            pixel_values=_cat([s.pixel_values for s in samples]),
+            vision_features=_cat([s.vision_features for s in samples]),
+            record_ids=[s.record_id for s in samples],
+            num_tokens=int((labels[:, 1:] != IGNORE_INDEX).sum()),
+            dropped=dropped,
+        )
+
+
+def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    present = [p for p in parts if p is not None]
+    return torch.cat(present) if present else None

@@ -164,6 +164,7 @@ class LoopConfig:
     resume: str | None = "auto"  # "auto": the newest checkpoint in output_dir if any; a path; or null
     stop_after_steps: int | None = None  # stop (checkpointed) after this many steps, e.g. to split a job
     progress: bool = True
+    save_model: bool = True  # write <output_dir>/model at the end (a LoRA run writes <output_dir>/adapter)
     tensorboard: bool = False  # only when tensorboard is installed
     dist: DistConfig = field(default_factory=DistConfig)
 

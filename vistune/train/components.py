@@ -1,0 +1,102 @@
+"""Everything a run trains with, built from the config's `model` section: model, tokenizer, image processor,
+template; then trainability, LoRA and gradient checkpointing applied in that order."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vistune.data.images import ImageProcessor
+from vistune.errors import VistuneError
+from vistune.model.io import PROJECTOR_WEIGHTS as PROJECTOR_FILE
+from vistune.train.config import ModelSection, OptimConfig
+
+
+@dataclass
+class Components:
+    model: Any  # VistuneModel
+    tokenizer: Any
+    image_processor: ImageProcessor
+    template: str
+
+
+def build_components(section: ModelSection, *, template: str | None = None) -> Components:
+    """Build or load the model, then load the stage-1 projector if the config names one."""
+    if section.init is not None:
+        from vistune.model.io import load_pretrained
+
+        loaded = load_pretrained(section.init)
+        model, tokenizer, image_processor = loaded.model, loaded.tokenizer, loaded.image_processor
+        if section.tokenizer is not None:
+            tokenizer = _load_tokenizer(section.tokenizer)
+    else:
+        from vistune.model.io import default_image_processor
+        from vistune.model.llava import build_model
+
+        assert section.config is not None
+        source = section.tokenizer or section.config.text_pretrained
+        if source is None:
+            raise VistuneError(
+                "model.tokenizer: give the tokenizer directory (no model.config.text_pretrained)"
+            )
+        tokenizer = _load_tokenizer(source)
+        model = build_model(section.config)
+        image_processor = default_image_processor(model)
+    template = template or model.config.template
+    model.config = dataclasses.replace(model.config, template=template)  # saved with the model: never guessed
+    if section.init_projector is not None:
+        load_projector(model, section.init_projector)
+    return Components(model, tokenizer, image_processor, template)
+
+
+def _load_tokenizer(source: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise VistuneError(f"cannot load a tokenizer from {source!r}: {err}") from None
+
+
+def save_projector(model: Any, out_dir: str | Path) -> Path:
+    """The projector alone (stage 1's product): `projector.safetensors` + `projector.json` in `out_dir`."""
+    from vistune.model.io import save_projector as io_save_projector
+
+    return io_save_projector(out_dir, model)
+
+
+def load_projector(model: Any, path: str | Path) -> None:
+    """Load a stage-1 projector: its directory, or the `projector.safetensors` file inside it."""
+    from vistune.model.io import load_projector as io_load_projector
+
+    path = Path(path)
+    directory = path.parent if path.suffix == ".safetensors" else path
+    if not (directory / PROJECTOR_FILE).is_file():
+        raise VistuneError(
+            f"model.init_projector: {directory / PROJECTOR_FILE} does not exist; run stage 1 first (it writes "
+            f"{PROJECTOR_FILE} into its train.output_dir) or point model.init_projector at that directory"
+        )
+    io_load_projector(directory, model)
+
+
+def apply_trainability(model: Any, section: ModelSection, optim: OptimConfig) -> None:
+    """Freeze/unfreeze through `set_trainable` (the one place); a part with learning rate 0 is frozen too."""
+    lrs = optim.part_lrs
+    want = dataclasses.asdict(section.trainable)
+    model.set_trainable(**{part: flag and lrs[part] > 0 for part, flag in want.items()})
+    if section.lora.enabled:
+        from vistune.train.lora import add_lora
+
+        add_lora(model, section.lora)
+    if section.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}

@@ -1,0 +1,118 @@
+"""Multi-process training on torch's own engines: DDP, or FSDP2 (`fully_shard`) for LLMs too big for one device.
+
+Launch with `torchrun --nproc_per_node N -m vistune train ...` (or `accelerate launch` with a multi-GPU config,
+which sets the same environment). One process per device; on CPU the gloo backend is used.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from vistune.errors import VistuneError
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits. `world_size == 1` and no process group: plain single-process training."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(backend: str | None = None) -> DistEnv:
+    """Read torchrun's environment; start the process group when there is more than one process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"))
+    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def shutdown(env: DistEnv) -> None:
+    if env.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()
+
+
+def all_reduce_sum(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Sum over processes (in place on a copy); a no-op for one process."""
+    value = value.detach().clone()
+    if env.distributed:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def wrap_model(model: nn.Module, env: DistEnv, strategy: str, *, may_skip_params: bool) -> nn.Module:
+    """DDP or FSDP2 around `model` (unchanged for one process).
+
+    may_skip_params: some micro-batches leave trainable parameters unused (text-only records never reach the
+    projector), which DDP must be told about.
+    """
+    if not env.distributed:
+        return model
+    if strategy == "ddp":
+        device_ids = [env.device.index] if env.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=device_ids, find_unused_parameters=may_skip_params
+        )
+    if strategy == "fsdp":
+        return _fully_shard(model)
+    raise VistuneError(f"train.dist.strategy={strategy!r}: use ddp or fsdp")
+
+
+def _fully_shard(model: nn.Module) -> nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    # Shard each decoder layer (the unit of compute), then the rest of the language model; the frozen vision
+    # tower and the small projector stay replicated.
+    layers = _decoder_layers(model.language_model)
+    for layer in layers:
+        fully_shard(layer)
+    fully_shard(model.language_model)
+    return model
+
+
+def _decoder_layers(lm: nn.Module) -> list[nn.Module]:
+    for module in lm.modules():
+        if isinstance(module, nn.ModuleList) and len(module) and "Layer" in type(module[0]).__name__:
+            return list(module)
+    raise VistuneError(
+        f"FSDP: no decoder layer list found in {type(lm).__name__}; use train.dist.strategy=ddp"
+    )
+
+
+def no_sync(model: nn.Module, sync: bool) -> AbstractContextManager:
+    """Skip DDP's gradient all-reduce on accumulation micro-batches (only the last one of a step syncs)."""
+    if not sync and isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return nullcontext()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
