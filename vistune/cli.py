@@ -26,6 +26,7 @@ _SUBCOMMANDS: list[str] = [
     # BEGIN SUBCOMMANDS (one module per line; each defines `register(app: typer.Typer) -> None`)
     "vistune.world.cli",
     "vistune.data.cli",
+    "vistune.train.cli",
     # END SUBCOMMANDS
 ]
 

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         help=(
             "Train one LLaVA stage from a YAML config; extra `key.path=value` arguments override config keys.\n\n"
             "Example: vistune train --config configs/world_stage1.yaml train.max_steps=20\n\n"
-            "Several processes: torchrun --nproc_per_node 2 -m vistune train --config ..."
+            "Several processes: torchrun --nproc_per_node 2 --no-python vistune train --config ..."
         ),
     )(train_command)
     app.command(

@@ -1,6 +1,6 @@
 """Multi-process training on torch's own engines: DDP, or FSDP2 (`fully_shard`) for LLMs too big for one device.
 
-Launch with `torchrun --nproc_per_node N -m vistune train ...` (or `accelerate launch` with a multi-GPU config,
+Launch with `torchrun --nproc_per_node N --no-python vistune train ...` (or `accelerate launch` with a multi-GPU config,
 which sets the same environment). One process per device; on CPU the gloo backend is used.
 """
 
