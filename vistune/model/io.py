@@ -90,7 +90,7 @@ def load_projector(directory: str | Path, model: VistuneModel) -> None:
             raise VistuneError(
                 f"{path} does not exist; point to a directory written by save_projector (stage 1)"
             )
-    meta = _read_json(meta_path)
+    meta = read_json(meta_path)
     if meta.get("projector") != model.config.projector:
         raise VistuneError(
             f"{meta_path}: projector {meta.get('projector')!r} does not match the model's {model.config.projector!r}"
@@ -110,7 +110,7 @@ def detect_format(directory: str | Path) -> Literal["vistune", "llava-hf"]:
             f"{directory} has no {CONFIG_FILE}; expected a vistune model directory or a llava-hf "
             "(LlavaForConditionalGeneration) directory"
         )
-    config = _read_json(config_path)
+    config = read_json(config_path)
     if config.get("format") == FORMAT:
         return "vistune"
     if config.get("model_type") == "llava":
@@ -145,7 +145,7 @@ def load_pretrained(
 def read_model_config(directory: str | Path) -> tuple[ModelConfig, int]:
     """Our config.json -> (ModelConfig, num_image_tokens recorded at save time)."""
     path = Path(directory) / CONFIG_FILE
-    data = _read_json(path)
+    data = read_json(path)
     data.pop("format", None)
     version = data.pop("format_version", None)
     if version != FORMAT_VERSION:
@@ -161,7 +161,7 @@ def _load_vistune(directory: Path) -> Loaded:
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
         raise VistuneError(f"{weights_path} does not exist; the model directory is incomplete")
-    with _no_weight_init():
+    with no_weight_init():
         model = build_model(config)
     # Tying happens in HF's weight init, which was skipped: tie now so tied weights load as one tensor.
     model.language_model.tie_weights()
@@ -176,7 +176,7 @@ def _load_vistune(directory: Path) -> Loaded:
     return Loaded(model.eval(), tokenizer, image_processor, config.template, "vistune")
 
 
-class _no_weight_init:
+class no_weight_init:
     """Skip random initialization while building a model whose weights are loaded right after (faster)."""
 
     def __enter__(self) -> None:
@@ -266,7 +266,7 @@ def _some(items: list[str], limit: int = 8) -> str:
     return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
