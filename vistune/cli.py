@@ -27,6 +27,7 @@ _SUBCOMMANDS: list[str] = [
     "vistune.world.cli",
     "vistune.data.cli",
     "vistune.train.cli",
+    "vistune.model.cli",
     # END SUBCOMMANDS
 ]
 
