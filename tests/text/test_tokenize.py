@@ -35,6 +35,8 @@ SUPERVISED = {
     "hf": ["A red circle.<|im_end|>\n", "Blue.<|im_end|>\n"],
 }
 TOKENIZERS = ["tiny_tokenizer", "smollm2_tokenizer", "llama_tokenizer"]
+# every (template, tokenizer) pair, except `hf` with the Llama-style tokenizer, which has no chat template
+CASES = [(t, k) for t in SUPERVISED for k in TOKENIZERS if (t, k) != ("hf", "llama_tokenizer")]
 
 
 def supervised_runs(input_ids: list[int], labels: list[int]) -> list[list[int]]:
@@ -57,12 +59,9 @@ def decode_exact(tok, ids: list[int]) -> str:
     return tok.decode(anchor + ids)[len(tok.decode(anchor)) :]
 
 
-@pytest.mark.parametrize("tok_name", TOKENIZERS)
-@pytest.mark.parametrize("template", list(SUPERVISED))
+@pytest.mark.parametrize(("template", "tok_name"), CASES)
 def test_supervised_tokens_are_exactly_replies_and_end_markers(template, tok_name, request):
     tok = request.getfixturevalue(tok_name)
-    if template == "hf" and not tok.chat_template:
-        pytest.skip("the Llama-style test tokenizer has no chat template")
     out = tokenize_conversation(CONV, tok, template, num_image_tokens=3, image_token_id=IMG)
     expected = [s.replace("{eos}", tok.eos_token) for s in SUPERVISED[template]]
     if template == "plain" and tok_name == "llama_tokenizer":
@@ -76,14 +75,11 @@ def test_supervised_tokens_are_exactly_replies_and_end_markers(template, tok_nam
     )
 
 
-@pytest.mark.parametrize("tok_name", TOKENIZERS)
-@pytest.mark.parametrize("template", list(SUPERVISED))
+@pytest.mark.parametrize(("template", "tok_name"), CASES)
 def test_inference_prompt_is_a_prefix_of_training_tokens(template, tok_name, request):
     """Train/inference consistency at the supervised boundary (where leading-space bugs live): the tokens of the
     generation prompt are exactly the training tokens before the reply, and the first reply token is supervised."""
     tok = request.getfixturevalue(tok_name)
-    if template == "hf" and not tok.chat_template:
-        pytest.skip("the Llama-style test tokenizer has no chat template")
     full = tokenize_conversation(CONV, tok, template, num_image_tokens=2, image_token_id=IMG)
     for turns in (1,) if template == "plain" else (1, 3):  # plain is single-turn (stage-1 captions)
         prompt = encode_prompt(
