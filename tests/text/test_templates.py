@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from vistune.errors import VistuneError
-from vistune.text.templates import TEMPLATES, build_prompt, get_template, render, to_messages
+from vistune.text.templates import (
+    TEMPLATES,
+    build_prompt,
+    get_template,
+    render,
+    to_messages,
+    with_image_placeholders,
+)
 
 CONV = [
     {"from": "human", "value": "<image>\nWhat is in the picture?"},
@@ -170,3 +177,9 @@ def test_hf_template_that_is_not_prefix_consistent_is_an_error(tiny_tokenizer):
 def test_to_messages_rejects_bad_turns(turns, match):
     with pytest.raises(VistuneError, match=match):
         to_messages(turns)
+
+
+def test_with_image_placeholders_puts_images_first_like_llava():
+    assert with_image_placeholders("  What is this? <image>") == "<image>\nWhat is this?"
+    assert with_image_placeholders("Compare.", 2) == "<image>\n<image>\nCompare."
+    assert with_image_placeholders("Just text.", 0) == "Just text."

@@ -1,6 +1,6 @@
 """Conversation templates (`templates`) and the one record -> input_ids + labels function (`tokenize`)."""
 
-from vistune.text.templates import TEMPLATES, Template, build_prompt, get_template
+from vistune.text.templates import TEMPLATES, Template, build_prompt, get_template, with_image_placeholders
 from vistune.text.tokenize import (
     DEFAULT_IMAGE_TOKEN_ID,
     IGNORE_INDEX,
@@ -21,4 +21,5 @@ __all__ = [
     "get_template",
     "tokenize_conversation",
     "tokenize_records",
+    "with_image_placeholders",
 ]

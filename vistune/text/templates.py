@@ -229,6 +229,12 @@ def build_prompt(
     return render(template, normalized, tokenizer, add_generation_prompt=True).text
 
 
+def with_image_placeholders(text: str, num_images: int = 1) -> str:
+    """A first user turn the way LLaVA's inference writes it (`Conversation.get_prompt`): one `<image>\\n` per
+    image, then the text with any placeholders it had removed and surrounding whitespace stripped."""
+    return f"{IMAGE_PLACEHOLDER}\n" * num_images + text.replace(IMAGE_PLACEHOLDER, "").strip()
+
+
 # --------------------------------------------------------------------------------------------------- internals
 
 
