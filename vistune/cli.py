@@ -25,6 +25,7 @@ app = typer.Typer(
 _SUBCOMMANDS: list[str] = [
     # BEGIN SUBCOMMANDS (one module per line; each defines `register(app: typer.Typer) -> None`)
     "vistune.world.cli",
+    "vistune.datagen.cli",
     "vistune.data.cli",
     "vistune.train.cli",
     "vistune.model.cli",
