@@ -156,3 +156,25 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerFast, *, seed: int = 0, **con
     config = tiny_model_config(vocab_size=len(tokenizer), text_overrides=overrides, **config_kwargs)
     torch.manual_seed(seed)
     return build_model(config).eval()
+
+
+def image_row(*parts, image_token_id: int = -200, tokens_per_image: int = 16) -> list[int]:
+    """Concatenate token-id lists into one sequence; the string "img" stands for one image's token positions."""
+    row: list[int] = []
+    for part in parts:
+        row += [image_token_id] * tokens_per_image if part == "img" else list(part)
+    return row
+
+
+def pad_rows(rows: list[list[int]], *, pad_id: int, left: bool = False):
+    """Pad id rows to one length -> (input_ids [B, L], attention_mask [B, L]) LongTensors."""
+    import torch
+
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(length - len(row), length) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask

@@ -88,10 +88,11 @@ class VistuneModel(nn.Module):
     def gradient_checkpointing_enable(self) -> None:
         """Activation checkpointing in the language model (non-reentrant, so frozen inputs still get grads)."""
         lm = self.language_model
-        kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
-        # transformers 5 renamed it; 4.x only has the old name.
-        enable = getattr(lm, "activation_checkpointing_enable", None) or lm.gradient_checkpointing_enable
-        enable(**kwargs)
+        options = {"use_reentrant": False}
+        if hasattr(lm, "activation_checkpointing_enable"):  # transformers 5 renamed it
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:  # transformers 4.x
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
     @property
     def device(self) -> torch.device:
