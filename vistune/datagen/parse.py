@@ -59,7 +59,7 @@ def parse_reply(flavor: str, text: str, *, instruction: str | None = None) -> li
 
 def _parse_description(text: str) -> str:
     text = re.sub(
-        r"^\s*[*_#]*\s*(detailed )?description\s*[*_]*\s*:\s*", "", text, flags=re.IGNORECASE
+        r"^\s*[*_#]*\s*(detailed )?description\s*[*_]*\s*:\s*[*_]*\s*", "", text, flags=re.IGNORECASE
     ).strip()
     if len(text.split()) < 8:
         raise RejectedReply(f"description too short ({len(text.split())} words)")
