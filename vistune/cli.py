@@ -29,6 +29,7 @@ _SUBCOMMANDS: list[str] = [
     "vistune.data.cli",
     "vistune.train.cli",
     "vistune.model.cli",
+    "vistune.infer.cli",
     # END SUBCOMMANDS
 ]
 

@@ -15,8 +15,8 @@ from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
 from vistune.errors import VistuneError
-from vistune.text.templates import Template
-from vistune.text.tokenize import build_prompt, encode_prompt
+from vistune.text.templates import Template, build_prompt
+from vistune.text.tokenize import encode_prompt
 
 Conversation = list[dict[str, str]]  # LLaVA format: [{"from": "human"|"gpt", "value": str}, ...]
 
@@ -98,6 +98,9 @@ class StopAwareStreamer(BaseStreamer):
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         text, self.stopped = cut_at_stop(text, self.stops)
         visible = len(text) if self.stopped else len(text) - _held_back(text, self.stops)
+        # A trailing U+FFFD may be a multi-byte character whose remaining bytes are still to come.
+        while visible > self.shown and not self.stopped and text[visible - 1] == "\ufffd":
+            visible -= 1
         if visible > self.shown and self.on_text is not None:
             self.on_text(text[self.shown : visible])
         self.shown = max(self.shown, visible)

@@ -1,0 +1,34 @@
+"""Fixtures for inference tests: a tiny random model saved as a real vistune model directory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from vistune.model.io import default_image_processor, save_pretrained
+    from vistune.testing import build_tiny_model, make_tiny_tokenizer
+
+    tokenizer = make_tiny_tokenizer()
+    model = build_tiny_model(tokenizer, template="vicuna_v1", seed=3)
+    out = tmp_path_factory.mktemp("tiny_model")
+    save_pretrained(out, model, tokenizer, default_image_processor(model))
+    return out
+
+
+@pytest.fixture(scope="session")
+def loaded(tiny_model_dir):
+    from vistune.model.io import load_pretrained
+
+    return load_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def image_path(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("images") / "noise.png"
+    Image.fromarray(rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)).save(path)
+    return path
