@@ -238,6 +238,9 @@ class Trainer:
             collate_fn=self.collator,
             num_workers=workers,
             prefetch_factor=4 if workers else None,
+            # Its own generator: creating a loader must not draw from the global RNG (dropout's), or a resumed
+            # run, which creates its loader at another step, would see a shifted random stream.
+            generator=torch.Generator().manual_seed(self.cfg.train.seed),
         )
 
     def _train_step(self, micro: list[Batch]) -> tuple[float, float, int]:
