@@ -198,3 +198,44 @@ def test_lm_with_logit_softcapping_uses_its_own_loss(tiny_tokenizer):
     assert logits.abs().max() <= 5.0 + 1e-4  # capped
     reference = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
     assert torch.allclose(out.loss, reference, atol=1e-5)
+
+
+def test_frozen_lm_with_lora_adapters_still_trains_them(tiny_model, tiny_tokenizer):
+    """A part counts as frozen only if none of its parameters train: injected LoRA keeps the LM in train mode."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    tiny_model.set_trainable(vision=False, projector=True, language_model=False)
+    inject_adapter_in_model(
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.1), tiny_model.language_model
+    )
+    tiny_model.train()
+    assert tiny_model.language_model.training and not tiny_model.vision.training
+    ids, mask, labels, pixels = _mixed_batch(tiny_tokenizer.pad_token_id)
+    tiny_model(ids, mask, labels, pixel_values=pixels).loss.backward()
+    lora = [p for n, p in tiny_model.language_model.named_parameters() if "lora_" in n]
+    assert lora and all(p.grad is not None for p in lora)
+    assert tiny_model.language_model.model.embed_tokens.weight.grad is None
+
+
+def test_build_from_pretrained_parts_gives_a_self_contained_config(tmp_path, tiny_tokenizer):
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    from vistune.model.config import ModelConfig, VisionConfig
+    from vistune.model.llava import build_model
+    from vistune.testing import tiny_text_config, tiny_vision_hf_config
+
+    vision = dict(tiny_vision_hf_config())
+    AutoModel.from_config(AutoConfig.for_model(vision.pop("model_type"), **vision)).save_pretrained(
+        tmp_path / "v"
+    )
+    text = dict(tiny_text_config(vocab_size=len(tiny_tokenizer)))
+    lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(text.pop("model_type"), **text))
+    lm.save_pretrained(tmp_path / "lm")
+    config = ModelConfig(
+        vision=VisionConfig(pretrained=str(tmp_path / "v")), text_pretrained=str(tmp_path / "lm")
+    )
+    model = build_model(config)
+    assert config.text_config is None and config.vision.pretrained is not None  # the input is not modified
+    assert model.config.text_pretrained is None and model.config.vision.pretrained is None
+    assert model.config.text_config["model_type"] == "llama"
+    assert torch.equal(model.language_model.lm_head.weight, lm.lm_head.weight)

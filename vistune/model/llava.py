@@ -72,9 +72,10 @@ class VistuneModel(nn.Module):
 
     def train(self, mode: bool = True) -> VistuneModel:
         super().train(mode)
-        # Frozen parts never train: no dropout, and BatchNorm statistics (conv towers) stay fixed.
-        for part, flag in self._parts(self.trainable):
-            if not flag:
+        # Frozen parts never train: no dropout, and BatchNorm statistics (conv towers) stay fixed. "Frozen" is read
+        # from the parameters, so a frozen LM with LoRA adapters injected (trainable A/B) still trains its dropout.
+        for part, _ in self._parts(self.trainable):
+            if not any(p.requires_grad for p in part.parameters()):
                 part.eval()
         return self
 
