@@ -160,3 +160,10 @@ def test_unknown_projector_lists_valid_ones(name):
         VistuneError, match=rf"unknown projector '{name}'; valid projectors are: linear, mlp{{N}}x_gelu"
     ):
         build_projector(name, 8, 8)
+
+
+def test_unknown_projector_in_a_config_fails_when_the_config_is_read():
+    data = {"vision": {"hf_config": tiny_vision_hf_config()}, "text_config": {"model_type": "llama"}}
+    with pytest.raises(VistuneError, match="unknown projector 'mlp2x_relu'"):
+        ModelConfig.from_dict({**data, "projector": "mlp2x_relu"})
+    assert ModelConfig.from_dict(data).projector == "mlp2x_gelu"

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from vistune.config import from_dict, to_dict
 from vistune.errors import VistuneError
+from vistune.model.projector import projector_depth
 
 SelectFeature = Literal["patch", "cls_patch"]
 ImageAspect = Literal["pad", "resize", "crop"]
@@ -78,6 +79,7 @@ class ModelConfig:
             raise VistuneError(
                 f"image_aspect={self.image_aspect!r} is not valid; use one of {', '.join(_IMAGE_ASPECTS)}"
             )
+        projector_depth(self.projector)  # an unknown projector name fails here, when the config is read
         if self.text_config is None and self.text_pretrained is None:
             raise VistuneError(
                 "model config needs `text_config` (a HF causal-LM config dict) or `text_pretrained`"

@@ -185,7 +185,8 @@ class ConvFeatureMapTower(VisionTower):
         self.num_tokens = h * w
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        fmap = self.features(pixel_values)  # [N, C, h, w]
+        dtype = next(self.features.parameters()).dtype
+        fmap = self.features(pixel_values.to(dtype))  # [N, C, h, w]
         return fmap.flatten(2).transpose(1, 2)  # [N, h*w, C]
 
 
