@@ -52,3 +52,11 @@ def test_missing_stage1_projector_is_a_clear_error(tiny_world, tmp_path):
     cfg["model"]["init_projector"] = str(tmp_path / "nowhere")
     with pytest.raises(VistuneError, match="run stage 1 first"):
         train(train_config_from_dict(cfg))
+
+
+def test_stage1_with_text_only_records_keeps_training(tiny_world, tmp_path):
+    # With the language model frozen, a text-only batch reaches no trainable parameter; the step must still run.
+    cfg = tiny_config(tiny_world, tmp_path, data={"train": str(tiny_world["stage2"])}, train={"max_steps": 4})
+    cfg["model"]["config"]["template"] = "vicuna_v1"
+    result = train(train_config_from_dict(cfg))
+    assert result.steps == 4 and all(loss > 0 for loss in result.losses)

@@ -24,8 +24,12 @@ class Components:
     template: str
 
 
-def build_components(section: ModelSection, *, template: str | None = None) -> Components:
-    """Build or load the model, then load the stage-1 projector if the config names one."""
+def build_components(section: ModelSection, *, template: str | None = None, seed: int = 0) -> Components:
+    """Build or load the model, then load the stage-1 projector if the config names one.
+
+    seed: seeds the random initialization of whatever is not loaded from weights (a projector, or a whole model
+    built from a config without pretrained weights), so a rebuild (resume, merge-lora) gives the same weights.
+    """
     if section.init is not None:
         from vistune.model.io import load_pretrained
 
@@ -44,6 +48,7 @@ def build_components(section: ModelSection, *, template: str | None = None) -> C
                 "model.tokenizer: give the tokenizer directory (no model.config.text_pretrained)"
             )
         tokenizer = _load_tokenizer(source)
+        torch.manual_seed(seed)
         model = build_model(section.config)
         image_processor = default_image_processor(model)
     template = template or model.config.template

@@ -83,7 +83,7 @@ def lora_state(model: Any) -> dict[str, torch.Tensor]:
 
 
 def save_adapter(
-    model: Any, cfg: LoraConfig, out_dir: str | Path, *, base: dict[str, Any], template: str
+    model: Any, cfg: LoraConfig, out_dir: str | Path, *, base: dict[str, Any], template: str, seed: int
 ) -> Path:
     """Write the adapter directory: peft config + LoRA weights + the projector + how to rebuild the base."""
     from vistune.train.components import save_projector
@@ -93,7 +93,7 @@ def save_adapter(
     (out / ADAPTER_CONFIG).write_text(json.dumps(peft_config(cfg).to_dict(), indent=2, default=list))
     save_file(lora_state(model), str(out / ADAPTER_WEIGHTS))
     save_projector(model, out)
-    (out / BASE_FILE).write_text(json.dumps({"model": base, "template": template}, indent=2))
+    (out / BASE_FILE).write_text(json.dumps({"model": base, "template": template, "seed": seed}, indent=2))
     return out
 
 

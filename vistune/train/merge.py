@@ -24,7 +24,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
         )
     base = json.loads(base_file.read_text())
     section = from_dict(ModelSection, base["model"], where=f"{base_file}: model")
-    parts = build_components(section, template=base["template"])
+    parts = build_components(section, template=base["template"], seed=base["seed"])
     load_adapter(parts.model, adapter_dir)
     merge_lora(parts.model)
     out = Path(out_dir)

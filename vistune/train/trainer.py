@@ -72,7 +72,7 @@ class Trainer:
         _seed_everything(
             cfg.train.seed
         )  # before building: random-init weights are identical in every process
-        self.parts = build_components(cfg.model, template=cfg.data.template)
+        self.parts = build_components(cfg.model, template=cfg.data.template, seed=cfg.train.seed)
         apply_trainability(self.parts.model, cfg.model, cfg.optim)
         self.model = self.parts.model.to(env.device)
         self.dataset = self._dataset(cfg.data.train)
@@ -259,7 +259,12 @@ class Trainer:
                 with self.autocast:
                     out = self.wrapped(**batch.model_inputs(self.env.device))
                 token_loss_sum = out.loss.float() * out.num_supervised_tokens  # mean -> sum over this batch
-                self.scaler.scale(token_loss_sum * scale).backward()
+                objective = token_loss_sum * scale
+                if not objective.requires_grad:
+                    # Nothing trainable took part (a text-only batch in stage 1): a zero-gradient backward keeps
+                    # every process's gradient all-reduce in step.
+                    objective = objective + self._zero_touch()
+                self.scaler.scale(objective).backward()
             loss_sum += token_loss_sum.detach().double()
         grad_norm = self._optimizer_step()
         loss = float(D.all_reduce_sum(loss_sum, self.env)) / max(global_tokens, 1.0)
@@ -268,6 +273,9 @@ class Trainer:
                 f"training loss became {loss}; lower optim.lr or check the data (step batch {micro[0].record_ids[:4]})"
             )
         return loss, grad_norm, int(global_samples)
+
+    def _zero_touch(self) -> torch.Tensor:
+        return sum(p.sum() * 0.0 for g in self.optimizer.param_groups for p in g["params"])  # type: ignore[return-value]
 
     def _optimizer_step(self) -> float:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -356,6 +364,7 @@ class Trainer:
                 self.out / "adapter",
                 base=_base_section(cfg),
                 template=self.parts.template,
+                seed=cfg.train.seed,
             )
         elif cfg.train.save_model:
             from vistune.model.io import save_pretrained
