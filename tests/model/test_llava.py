@@ -239,3 +239,16 @@ def test_build_from_pretrained_parts_gives_a_self_contained_config(tmp_path, tin
     assert model.config.text_pretrained is None and model.config.vision.pretrained is None
     assert model.config.text_config["model_type"] == "llama"
     assert torch.equal(model.language_model.lm_head.weight, lm.lm_head.weight)
+
+
+def test_stop_strings_end_generation(tiny_model, tiny_tokenizer):
+    ids, mask = pad_rows(_prompt_rows()[:1], pad_id=tiny_tokenizer.pad_token_id)
+    pixels = torch.randn(1, 3, 32, 32)
+    kwargs = {"max_new_tokens": 8, "do_sample": False, "eos_token_id": None}
+    greedy = tiny_model.generate(ids, mask, pixel_values=pixels, **kwargs)[0].tolist()
+    stop = tiny_tokenizer.decode(greedy[:4])[-2:]
+    stopped = tiny_model.generate(
+        ids, mask, pixel_values=pixels, stop_strings=[stop], tokenizer=tiny_tokenizer, **kwargs
+    )[0].tolist()
+    assert len(stopped) <= 4 and stopped == greedy[: len(stopped)]
+    assert tiny_tokenizer.decode(stopped).endswith(stop)
