@@ -179,9 +179,8 @@ class VistuneModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the decoder, then the LM head only where the next token is supervised; mean CE over those."""
         lm = _unwrap(self.language_model)
-        hidden = lm.base_model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)[
-            0
-        ]  # [B,L,D]
+        decoded = lm.base_model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
+        hidden = decoded[0]  # [B, L, D]: the final hidden states, before the LM head
         head = lm.get_output_embeddings()
         targets = labels[:, 1:]  # position t predicts token t+1
         supervised = targets != IGNORE_INDEX  # [B, L-1]
