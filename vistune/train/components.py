@@ -4,6 +4,7 @@ template; then trainability, LoRA and gradient checkpointing applied in that ord
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ def build_components(section: ModelSection, *, template: str | None = None, seed
     seed: seeds the random initialization of whatever is not loaded from weights (a projector, or a whole model
     built from a config without pretrained weights), so a rebuild (resume, merge-lora) gives the same weights.
     """
+    for module in section.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise VistuneError(f"model.imports: cannot import {module!r} ({err})") from None
     if section.init is not None:
         from vistune.model.io import load_pretrained
 
@@ -99,6 +105,12 @@ def apply_trainability(model: Any, section: ModelSection, optim: OptimConfig) ->
         add_lora(model, section.lora)
     if section.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+        # transformers' enable also hooks the input embeddings to return a leaf that requires grad (for reentrant
+        # checkpointing of frozen models); the splice then writes into that leaf in place and autograd refuses.
+        # Non-reentrant checkpointing (what VistuneModel uses) needs no such hook.
+        lm = model.language_model
+        if hasattr(lm, "disable_input_require_grads"):
+            lm.disable_input_require_grads()
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

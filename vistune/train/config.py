@@ -55,10 +55,13 @@ class ModelSection:
     init: a saved model directory (ours or llava-hf) to start from; otherwise the model is built from `config`.
     config: a `ModelConfig` (vision tower, projector, language model, template) to build the model from parts.
     tokenizer: tokenizer directory; default: `init`, else `config.text_pretrained`.
-    init_projector: a projector file written by stage 1 (`<output_dir>/projector.safetensors`); stage 2 sets it.
+    init_projector: the stage-1 output directory (or the `projector.safetensors` in it); stage 2 sets it.
+    imports: modules to import before building, for vision towers that register themselves from outside the model
+        package (e.g. `vistune.demo.encoder` registers the miniature world's encoder).
     """
 
     init: str | None = None
+    imports: list[str] = field(default_factory=list)
     config: ModelConfig | None = None
     tokenizer: str | None = None
     init_projector: str | None = None
