@@ -55,3 +55,10 @@ def test_world_attributes_and_totals():
     assert any("'square'" in i for i in check.check("A square sits there.", image))
     assert check.check("There is one red shape.", image) == []
     assert check.check("There are two red shapes.", image) == ["says 'two red shapes', but the boxes show 1"]
+
+
+def test_negation_only_excuses_the_mention_it_negates():
+    check = GroundingChecker(CATEGORIES)
+    assert check.check("No, there is not a single cat here.", PHOTO) == []
+    issues = check.check("A cat sits on the car, which is not moving.", PHOTO)
+    assert issues == ["mentions 'cat', which is not in the captions or boxes"]

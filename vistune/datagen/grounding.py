@@ -1,7 +1,7 @@
 """Grounding check: does a reply talk about things the image's captions and boxes do not contain?
 
-Two kinds of problems are found, per sentence (sentences with a negation, "there is no dog", are skipped —
-mentioning an absent object to deny it is correct):
+Two kinds of problems are found, per sentence (a mention with a negation among the four words before it, "there
+is no dog", "not a red circle", is skipped: mentioning an absent object to deny it is correct):
 
 - an object category from the dataset's vocabulary that is neither among the image's boxes nor in its captions
   (or, with attributes as in the world, a "color shape" pair that is not in the image: "a red circle" when the
@@ -31,7 +31,20 @@ _NUMBERS = {w: k for k, w in enumerate(NUMBER_WORDS)} | {
     "just one": 1,
 }
 _IRREGULAR = {"person": "people", "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis"}
-_NEGATION = re.compile(r"\b(no|not|none|never|neither|nor|without|isn't|aren't|doesn't|don't|cannot)\b", re.I)
+_NEGATIONS = {
+    "no",
+    "not",
+    "none",
+    "never",
+    "neither",
+    "nor",
+    "without",
+    "isn't",
+    "aren't",
+    "doesn't",
+    "don't",
+    "cannot",
+}
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 # A count in a sentence about part of the image ("two circles on the left", "three would remain") is not a claim
 # about the whole image, so counts are only checked in sentences without these words.
@@ -88,7 +101,7 @@ class GroundingChecker:
         """Problems found in `text` (empty = grounded)."""
         issues: list[str] = []
         for sentence in _SENTENCE.split(text):
-            if not sentence.strip() or _NEGATION.search(sentence):
+            if not sentence.strip():
                 continue
             issues += self._absent_mentions(sentence, image)
             if image.boxes and not _SUBSET.search(sentence):
@@ -100,7 +113,7 @@ class GroundingChecker:
         captions = " ".join(image.captions).lower()
         issues = []
         for category, pattern in self._mention.items():
-            if not pattern.search(sentence) or category in present:
+            if category in present or not _affirmed(pattern, sentence):
                 continue
             if re.search(self._mention[category].pattern, captions):
                 continue
@@ -108,9 +121,8 @@ class GroundingChecker:
         for value in self.attribute_values:
             for category in present:
                 phrase = f"{value} {category}"
-                if not re.search(
-                    f"(?:{_word_pattern(phrase)}|{_word_pattern(plural_of(phrase))})", sentence, re.I
-                ):
+                pattern = re.compile(f"(?:{_word_pattern(phrase)}|{_word_pattern(plural_of(phrase))})", re.I)
+                if not _affirmed(pattern, sentence):
                     continue
                 if not any(b.category.lower() == category and value in _attrs(b) for b in image.boxes):
                     issues.append(f"mentions '{phrase}', but no {category} in the boxes is {value}")
@@ -119,6 +131,8 @@ class GroundingChecker:
     def _count_mismatches(self, sentence: str, image: ImageAnnotations) -> list[str]:
         issues = []
         for match in self._count.finditer(sentence):
+            if _negated(sentence, match.start()):
+                continue
             said = _NUMBERS.get(match["n"].lower())
             said = int(match["n"]) if said is None else said
             noun = " ".join(match["noun"].lower().split())
@@ -133,6 +147,17 @@ class GroundingChecker:
             if said != actual:
                 issues.append(f"says '{match.group(0)}', but the boxes show {actual}")
         return issues
+
+
+def _negated(sentence: str, start: int) -> bool:
+    """Is there a negation among the four words before position `start`?"""
+    before = re.findall(r"[a-z']+", sentence[:start].lower())[-4:]
+    return any(word in _NEGATIONS for word in before)
+
+
+def _affirmed(pattern: re.Pattern[str], sentence: str) -> bool:
+    """Does `pattern` occur in `sentence` at least once without a negation just before it?"""
+    return any(not _negated(sentence, m.start()) for m in pattern.finditer(sentence))
 
 
 def _attrs(box) -> set[str]:  # noqa: ANN001 (Box; kept tiny)
