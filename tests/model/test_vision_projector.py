@@ -167,3 +167,19 @@ def test_unknown_projector_in_a_config_fails_when_the_config_is_read():
     with pytest.raises(VistuneError, match="unknown projector 'mlp2x_relu'"):
         ModelConfig.from_dict({**data, "projector": "mlp2x_relu"})
     assert ModelConfig.from_dict(data).projector == "mlp2x_gelu"
+
+
+def test_registry_tower_records_its_module_and_only_vistune_modules_are_imported(tiny_tokenizer):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from vistune.model.llava import build_model
+    from vistune.testing import tiny_text_config
+
+    vision = VisionConfig(kind="efficientnet_lite0", select_layer=-1, options={"image_size": 32})
+    model = build_model(
+        ModelConfig(vision=vision, text_config=tiny_text_config(vocab_size=len(tiny_tokenizer)))
+    )
+    assert model.config.vision.module == "vistune.model.vision"  # a fresh process imports it on load
+    with pytest.raises(
+        VistuneError, match="registered by module 'evil_plugin', which vistune does not import"
+    ):
+        build_vision_tower(VisionConfig(kind="not_registered", module="evil_plugin"))

@@ -33,6 +33,8 @@ class VisionConfig:
     select_layer: which hidden state feeds the projector (-2: the penultimate layer, as LLaVA does).
     select_feature: "patch" drops the CLS token if the tower has one; "cls_patch" keeps it.
     options: tower-specific settings for registry towers (each tower validates its own keys strictly).
+    module: the module that registers a registry tower; filled in when the model is built, so a saved model
+        rebuilds its tower in a fresh process (only `vistune.*` modules are imported automatically).
     """
 
     kind: str = "hf"
@@ -41,6 +43,7 @@ class VisionConfig:
     select_layer: int = -2
     select_feature: SelectFeature = "patch"
     options: dict[str, Any] = field(default_factory=dict)
+    module: str | None = None
 
     def __post_init__(self) -> None:
         if self.select_feature not in _SELECT_FEATURES:

@@ -18,7 +18,7 @@ from torch import nn
 from vistune.errors import VistuneError
 from vistune.model.config import ModelConfig
 from vistune.model.projector import build_projector
-from vistune.model.vision import VisionTower, build_vision_tower
+from vistune.model.vision import VisionTower, build_vision_tower, registering_module
 
 IGNORE_INDEX = -100
 
@@ -252,7 +252,12 @@ def build_model(config: ModelConfig) -> VistuneModel:
     projector = build_projector(config.projector, vision.hidden_size, text_hidden)
     resolved = dataclasses.replace(
         config,
-        vision=dataclasses.replace(config.vision, hf_config=vision.hf_config_dict, pretrained=None),
+        vision=dataclasses.replace(
+            config.vision,
+            hf_config=vision.hf_config_dict,
+            pretrained=None,
+            module=registering_module(config.vision.kind),
+        ),
         text_config=language_model.config.to_dict(),
         text_pretrained=None,
     )

@@ -155,14 +155,39 @@ def registered_vision_towers() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def registering_module(kind: str) -> str | None:
+    """The module whose import registers tower `kind` (None for "hf")."""
+    return None if kind == "hf" else _REGISTRY[kind].__module__
+
+
 def build_vision_tower(config: VisionConfig) -> VisionTower:
     """Build the tower `config` describes (weights from `config.pretrained` if given)."""
     if config.kind == "hf":
         return _build_hf_tower(config)
+    if config.kind not in _REGISTRY and config.module is not None:
+        _import_registering_module(config.module, config.kind)
     if config.kind not in _REGISTRY:
         valid = ", ".join(["hf", *registered_vision_towers()])
-        raise VistuneError(f"unknown vision tower kind {config.kind!r}; valid kinds are: {valid}")
+        raise VistuneError(
+            f"unknown vision tower kind {config.kind!r}; valid kinds are: {valid} "
+            "(a tower from another package must be registered first: import the module that registers it)"
+        )
     return _REGISTRY[config.kind](config)
+
+
+def _import_registering_module(module: str, kind: str) -> None:
+    # Only our own modules are imported on the strength of a config file; anything else the user imports.
+    if module != "vistune" and not module.startswith("vistune."):
+        raise VistuneError(
+            f"vision tower {kind!r} is registered by module {module!r}, which vistune does not import on its "
+            "own; import it before loading the model"
+        )
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise VistuneError(f"vision tower {kind!r}: cannot import {module!r} ({err})") from None
 
 
 class ConvFeatureMapTower(VisionTower):
@@ -179,8 +204,11 @@ class ConvFeatureMapTower(VisionTower):
         super().__init__()
         self.features = features
         self.image_size, self.image_mean, self.image_std = image_size, image_mean, image_std
+        # Probe in eval mode: a train-mode probe would update BatchNorm statistics (and fail on a 1x1 map).
+        was_training = features.training
         with torch.no_grad():
-            probe = self.features(torch.zeros(1, 3, image_size, image_size))
+            probe = self.features.eval()(torch.zeros(1, 3, image_size, image_size))
+        self.features.train(was_training)
         _, self.hidden_size, h, w = probe.shape
         self.num_tokens = h * w
 
