@@ -66,7 +66,9 @@ def model_config(cfg: BenchConfig) -> ModelConfig:
         "tie_word_embeddings": False,
     }
     # A real token id for the image positions, so transformers' model (which embeds input_ids first) can read them.
-    return ModelConfig(vision=VisionConfig(hf_config=vision), text_config=text, image_token_id=cfg.vocab_size - 1)
+    return ModelConfig(
+        vision=VisionConfig(hf_config=vision), text_config=text, image_token_id=cfg.vocab_size - 1
+    )
 
 
 def hf_twin(model: VistuneModel) -> torch.nn.Module:
@@ -136,7 +138,9 @@ def run(cfg: BenchConfig, iters: int, warmup: int) -> None:
     batch = make_batch(cfg, ours)
     params = sum(p.numel() for p in ours.parameters()) / 1e6
     seq = batch[0].shape[1]
-    print(f"[{cfg.name}] {params:.1f}M params, batch {cfg.batch_size} x {seq} tokens ({ours.num_image_tokens} image)")
+    print(
+        f"[{cfg.name}] {params:.1f}M params, batch {cfg.batch_size} x {seq} tokens ({ours.num_image_tokens} image)"
+    )
     for _ in range(warmup):
         step_ours(ours, batch)
         step_hf(theirs, batch)
