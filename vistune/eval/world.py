@@ -1,0 +1,359 @@
+"""Exact evaluation on the miniature world: closed questions with one right answer, and description precision/recall.
+
+Closed questions are posed LLaVA-1.5 style: the question, then "Answer with a single word or phrase.", so a
+short answer can be matched exactly (after normalizing case, articles, trailing punctuation and number words).
+Every question is well-posed by construction: it names an object only by a property unique in the image, and
+asks only about facts the ground truth records. Types, balanced per image:
+
+    color      What color is the star?                 -> red           (the star is the only star)
+    shape      What shape is the red object?           -> star          (the only red object)
+    count      How many shapes are there? / stars?     -> three
+    position   Where is the red star?                  -> top left      (one of the 3x3 grid regions)
+    existence  Is there a green heart?                 -> yes / no      (50/50; "no" names a near miss)
+
+The same generator writes short-answer *training* records from train-split images (as LLaVA-1.5 mixes VQA data
+with that prompt into stage 2); evaluation uses held-out images only.
+
+Detailed descriptions are scored by the objects they mention ("red star", "large red star", "red stars")
+against the ground truth: precision = right mentions / mentions, recall = objects mentioned / objects present.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vistune.world.truth import ImageTruth, ObjectTruth
+from vistune.world.vocab import COLORS, NUMBER_WORDS, REGIONS, SHAPES, SIZES, number_word, plural
+
+QUESTION_TYPES: tuple[str, ...] = ("color", "shape", "count", "position", "existence")
+SHORT_ANSWER_PROMPT = "Answer with a single word or phrase."
+DETAIL_PROMPT = "Describe the image in detail."
+
+
+@dataclass(frozen=True)
+class ClosedQuestion:
+    image_id: int
+    file_name: str
+    qtype: str
+    question: str
+    answer: str
+
+    def conversation(self, *, with_answer: bool = False) -> list[dict[str, str]]:
+        """LLaVA-format turns: `<image>`, the question and the short-answer instruction (and the answer)."""
+        turns = [{"from": "human", "value": f"<image>\n{self.question}\n{SHORT_ANSWER_PROMPT}"}]
+        if with_answer:
+            turns.append({"from": "gpt", "value": self.answer})
+        return turns
+
+
+def _pick(rng: np.random.Generator, items: Sequence):
+    return items[int(rng.integers(len(items)))]
+
+
+def _ref(t: ImageTruth, o: ObjectTruth) -> str:
+    """The shortest unambiguous name: "star" if it is the only star, else "red star" (pairs are unique)."""
+    return o.shape if sum(p.shape == o.shape for p in t.objects) == 1 else o.name
+
+
+def _q_color(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str] | None:
+    unique = [o for o in t.objects if sum(p.shape == o.shape for p in t.objects) == 1]
+    if not unique:
+        return None
+    o = _pick(rng, unique)
+    return f"What color is the {o.shape}?", o.color
+
+
+def _q_shape(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str] | None:
+    unique = [o for o in t.objects if sum(p.color == o.color for p in t.objects) == 1]
+    if not unique:
+        return None
+    o = _pick(rng, unique)
+    return f"What shape is the {o.color} object?", o.shape
+
+
+def _q_count(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str]:
+    if rng.random() < 0.5:
+        return "How many shapes are there?", number_word(len(t.objects))
+    shape = _pick(rng, [o.shape for o in t.objects])
+    n = sum(o.shape == shape for o in t.objects)
+    return f"How many {plural(shape, 2)} are there?", number_word(n)
+
+
+def _q_position(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str]:
+    o = _pick(rng, t.objects)
+    return f"Where is the {_ref(t, o)}?", o.region
+
+
+def _q_existence(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str]:
+    if rng.random() < 0.5:
+        o = _pick(rng, t.objects)
+        return f"Is there a {o.name}?", "yes"
+    present = {(o.color, o.shape) for o in t.objects}
+    # A near miss (a color or a shape that is in the image, in another combination) makes "no" non-trivial.
+    near = [(c, o.shape) for o in t.objects for c in COLORS if (c, o.shape) not in present]
+    near += [(o.color, s) for o in t.objects for s in SHAPES if (o.color, s) not in present]
+    color, shape = _pick(rng, near)
+    return f"Is there a {color} {shape}?", "no"
+
+
+_MAKERS = {
+    "color": _q_color,
+    "shape": _q_shape,
+    "count": _q_count,
+    "position": _q_position,
+    "existence": _q_existence,
+}
+
+
+def closed_questions(
+    truth: ImageTruth, rng: np.random.Generator, types: Sequence[str] = QUESTION_TYPES
+) -> list[ClosedQuestion]:
+    """One question of each type in `types` that is well-posed for this image."""
+    out = []
+    for qtype in types:
+        made = _MAKERS[qtype](truth, rng)
+        if made is not None:
+            out.append(ClosedQuestion(truth.image_id, truth.file_name, qtype, made[0], made[1]))
+    return out
+
+
+def make_closed_questions(
+    truths: Iterable[ImageTruth], *, seed: int, per_type: int = 1, types: Sequence[str] = QUESTION_TYPES
+) -> list[ClosedQuestion]:
+    """`per_type` rounds of questions per image (duplicates within an image dropped), deterministic for `seed`."""
+    rng = np.random.default_rng(seed)
+    out: list[ClosedQuestion] = []
+    for truth in truths:
+        seen: set[str] = set()
+        for _ in range(per_type):
+            for q in closed_questions(truth, rng, types):
+                if q.question not in seen:
+                    seen.add(q.question)
+                    out.append(q)
+    return out
+
+
+def question_records(questions: Sequence[ClosedQuestion], *, id_prefix: str = "closed") -> list[dict]:
+    """LLaVA-format training records (`image` is the file name relative to the split's image folder)."""
+    return [
+        {
+            "id": f"{id_prefix}-{q.image_id}-{i}",
+            "image": q.file_name,
+            "conversations": q.conversation(with_answer=True),
+        }
+        for i, q in enumerate(questions)
+    ]
+
+
+# ------------------------------------------------------------------------------------------------------- scoring
+_WORD_NUMBERS = {str(i): w for i, w in enumerate(NUMBER_WORDS)}
+_STRIP = re.compile(r"^(the|a|an|it is|it's|there (is|are))\s+|[.!,;:]+$")
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, first line only, no trailing punctuation or leading article, digits as number words."""
+    text = text.strip().lower().split("\n", 1)[0].strip()
+    previous = None
+    while previous != text:  # strip repeatedly: "The top left." -> "top left"
+        previous, text = text, _STRIP.sub("", text).strip()
+    return _WORD_NUMBERS.get(text, text)
+
+
+@dataclass
+class ClosedScores:
+    """Exact-match accuracy per question type and overall (micro), with counts and the majority baseline."""
+
+    accuracy: dict[str, float]
+    counts: dict[str, int]
+    majority_baseline: dict[str, float]
+    overall: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_closed(questions: Sequence[ClosedQuestion], predictions: Sequence[str]) -> ClosedScores:
+    """Exact match after `normalize_answer`; the baseline always answers a type's most frequent answer."""
+    if len(questions) != len(predictions):
+        raise ValueError(f"{len(questions)} questions but {len(predictions)} predictions")
+    right: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    answers: dict[str, Counter[str]] = {}
+    for q, pred in zip(questions, predictions, strict=True):
+        total[q.qtype] += 1
+        right[q.qtype] += normalize_answer(pred) == normalize_answer(q.answer)
+        answers.setdefault(q.qtype, Counter())[q.answer] += 1
+    types = [t for t in QUESTION_TYPES if total[t]] + sorted(set(total) - set(QUESTION_TYPES))
+    n = sum(total.values())
+    return ClosedScores(
+        accuracy={t: right[t] / total[t] for t in types},
+        counts={t: total[t] for t in types},
+        majority_baseline={t: answers[t].most_common(1)[0][1] / total[t] for t in types},
+        overall=sum(right.values()) / max(1, n),
+        n=n,
+    )
+
+
+_SIZE_WORDS = "|".join(SIZES)
+_MENTION = re.compile(
+    rf"\b({'|'.join(COLORS)})\s+(?:(?:{_SIZE_WORDS})\s+)?({'|'.join(sorted({plural(s, 2) for s in SHAPES} | set(SHAPES), key=len, reverse=True))})\b"
+)
+_SINGULAR = {plural(s, 2): s for s in SHAPES} | {s: s for s in SHAPES}
+
+
+def mentioned_objects(text: str) -> set[tuple[str, str]]:
+    """Distinct (color, shape) pairs a text names, e.g. "a large red star" -> {("red", "star")}."""
+    return {(m.group(1), _SINGULAR[m.group(2)]) for m in _MENTION.finditer(text.lower())}
+
+
+@dataclass
+class DescriptionScores:
+    precision: float
+    recall: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_descriptions(truths: Sequence[ImageTruth], texts: Sequence[str]) -> DescriptionScores:
+    """Micro-averaged precision and recall of the objects mentioned, against each image's ground truth."""
+    hits = mentions = present = 0
+    for truth, text in zip(truths, texts, strict=True):
+        said = mentioned_objects(text)
+        gt = {(o.color, o.shape) for o in truth.objects}
+        hits += len(said & gt)
+        mentions += len(said)
+        present += len(gt)
+    return DescriptionScores(
+        precision=hits / mentions if mentions else 0.0, recall=hits / max(1, present), n=len(truths)
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- running
+def evaluate_model(
+    model_dir: str | Path,
+    truths: Sequence[ImageTruth],
+    image_dir: str | Path,
+    *,
+    seed: int = 1,
+    max_images: int | None = None,
+    max_descriptions: int = 20,
+    examples: int = 0,
+    batch_size: int = 64,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Greedy answers of the saved model on held-out images -> scores (and a few examples for the report).
+
+    Each image is asked one question of every type (single-turn, as posed in training), and the first
+    `max_descriptions` images are described in detail.
+    """
+    from vistune.infer.generate import GenerationConfig, generate_batch
+    from vistune.model.io import load_pretrained
+    from vistune.text.templates import get_template
+
+    loaded = load_pretrained(model_dir)
+    template = get_template(loaded.template)
+    truths = list(truths)[:max_images]
+    questions = make_closed_questions(truths, seed=seed)
+    images = _image_loader(Path(image_dir))
+    short = GenerationConfig(max_new_tokens=8)
+    answers: list[str] = []
+    for start in range(0, len(questions), batch_size):
+        chunk = questions[start : start + batch_size]
+        answers += generate_batch(
+            loaded.model,
+            loaded.tokenizer,
+            loaded.image_processor,
+            template,
+            [q.conversation() for q in chunk],
+            [[images(q.file_name)] for q in chunk],
+            short,
+        )
+        if on_progress is not None:
+            on_progress(f"{len(answers)}/{len(questions)} questions")
+    described = truths[:max_descriptions]
+    prompt = [{"from": "human", "value": f"<image>\n{DETAIL_PROMPT}"}]
+    descriptions: list[str] = []
+    for start in range(0, len(described), batch_size):
+        chunk = described[start : start + batch_size]
+        descriptions += generate_batch(
+            loaded.model,
+            loaded.tokenizer,
+            loaded.image_processor,
+            template,
+            [prompt] * len(chunk),
+            [[images(t.file_name)] for t in chunk],
+            GenerationConfig(max_new_tokens=160),
+        )
+    return {
+        "closed": score_closed(questions, answers).to_dict(),
+        "descriptions": score_descriptions(described, descriptions).to_dict(),
+        "examples": _examples(truths, questions, answers, descriptions, examples),
+    }
+
+
+def _image_loader(image_dir: Path) -> Callable[[str], Any]:
+    from vistune.data.images import load_image
+
+    cache: dict[str, Any] = {}
+
+    def get(file_name: str) -> Any:
+        if file_name not in cache:
+            cache[file_name] = load_image(image_dir / file_name)
+        return cache[file_name]
+
+    return get
+
+
+def _examples(
+    truths: Sequence[ImageTruth],
+    questions: Sequence[ClosedQuestion],
+    answers: Sequence[str],
+    descriptions: Sequence[str],
+    n: int,
+) -> list[dict[str, Any]]:
+    out = []
+    for i, t in enumerate(truths[: min(n, len(descriptions))]):
+        qa = [
+            {
+                "type": q.qtype,
+                "question": q.question,
+                "answer": a,
+                "truth": q.answer,
+                "correct": normalize_answer(a) == normalize_answer(q.answer),
+            }
+            for q, a in zip(questions, answers, strict=True)
+            if q.image_id == t.image_id
+        ]
+        out.append(
+            {"image_id": t.image_id, "file_name": t.file_name, "qa": qa, "description": descriptions[i]}
+        )
+    return out
+
+
+__all__ = [
+    "evaluate_model",
+    "DETAIL_PROMPT",
+    "QUESTION_TYPES",
+    "REGIONS",
+    "SHORT_ANSWER_PROMPT",
+    "ClosedQuestion",
+    "ClosedScores",
+    "DescriptionScores",
+    "closed_questions",
+    "make_closed_questions",
+    "mentioned_objects",
+    "normalize_answer",
+    "question_records",
+    "score_closed",
+    "score_descriptions",
+]
