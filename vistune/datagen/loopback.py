@@ -41,6 +41,11 @@ def default_reply(messages: Messages) -> str:
     return f"Sure, here it is.\nQuestion: What does the image show?\nAnswer: {first}"
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # listen backlog: a burst of 64+ connects must not be refused
+
+
 class LoopbackChatServer:
     """`POST /v1/chat/completions` on 127.0.0.1:<free port>, served from threads; use as a context manager."""
 
@@ -63,8 +68,7 @@ class LoopbackChatServer:
         self.contexts: Counter[str] = Counter()  # last user message -> times answered "ok"
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
