@@ -53,7 +53,7 @@ def main() -> int:
     )
     parser.add_argument("--levels", default="1,4,16,64", help="Concurrency levels (comma-separated).")
     parser.add_argument("--delay", type=float, default=0.2, help="Server answer delay in seconds.")
-    parser.add_argument("--rounds", type=int, default=6, help="Requests per worker at each level (>= 3).")
+    parser.add_argument("--rounds", type=int, default=10, help="Requests per worker at each level (>= 3).")
     parser.add_argument("--check", action="store_true", help="Exit 1 if the speed-up at 16 is below 12x.")
     args = parser.parse_args()
     levels = [int(v) for v in args.levels.split(",")]
