@@ -84,3 +84,11 @@ def test_image_is_opened_as_rgb(image_path, loaded):
     session = ChatSession(loaded)
     session.set_image(image_path)
     assert isinstance(session.image, Image.Image) and session.image.mode == "RGB"
+
+
+def test_over_long_prompt_is_one_clear_error(tiny_model_dir, image_path, loaded):
+    context = loaded.model.language_model.config.max_position_embeddings
+    question = "red circle " * context
+    run = _vistune("chat", "--model", str(tiny_model_dir), "--image", str(image_path), question)
+    assert run.returncode == 1
+    assert f"context holds {context}" in run.stderr and "Traceback" not in run.stderr

@@ -114,6 +114,16 @@ class StopAwareStreamer(BaseStreamer):
             self.shown = len(text)
 
 
+def check_prompt_length(model, num_prompt_tokens: int) -> None:
+    """An over-long prompt is a user error: say how long it is and what the model's context holds."""
+    context = getattr(model.language_model.config, "max_position_embeddings", None)
+    if context is not None and num_prompt_tokens >= context:
+        raise VistuneError(
+            f"the prompt is {num_prompt_tokens} tokens (each image counts {model.num_image_tokens}) but the model's "
+            f"context holds {context}; shorten the question or the history (start a new chat), or use fewer images"
+        )
+
+
 def _stops(template: Template, tokenizer, extra: Sequence[str]) -> list[str]:
     return [*template.stop_strings(tokenizer), *extra]
 
@@ -137,6 +147,7 @@ def generate_reply(
     ids = encode_prompt(
         prompt, tokenizer, num_image_tokens=model.num_image_tokens, image_token_id=model.image_token_id
     )
+    check_prompt_length(model, len(ids))
     device = next(model.parameters()).device
     input_ids = torch.tensor([ids], device=device)
     pixel_values = image_processor(list(images)).to(device) if images else None
@@ -185,6 +196,7 @@ def generate_batch(
     ]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     width = max(len(r) for r in rows)
+    check_prompt_length(model, width)
     device = next(model.parameters()).device
     input_ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)  # left padding
     attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
