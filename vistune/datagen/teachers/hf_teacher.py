@@ -56,19 +56,30 @@ def resolve_model_dir(model: str, cache_dir: str | Path | None = None) -> Path:
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
+    import shutil
+
+    from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tokenizer.save_pretrained(tmp)
-    model.save_pretrained(tmp)  # safetensors
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.replace(tmp, target)  # atomic: a concurrent converter's copy is as good as ours
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tokenizer.save_pretrained(tmp)
+        # The weights are already dequantized to fp32, but the model still carries the GGUF quantizer, which makes
+        # save_pretrained refuse; so write a plain config and the weights (tied ones once) directly.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)  # atomic; if a concurrent converter won the race, its copy is as good as ours
     except OSError:
         if not (target / "config.json").is_file():
             raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class HFTeacher:
