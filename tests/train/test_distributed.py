@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -29,7 +30,8 @@ def test_torchrun_two_processes_match_one(tiny_world, tmp_path):
     vistune = shutil.which("vistune", path=os.path.dirname(sys.executable))
     assert torchrun and vistune
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
+    # A session of its own, so that on a timeout torchrun's workers are killed with it, never left orphaned.
+    proc = subprocess.Popen(
         [
             torchrun,
             "--standalone",
@@ -41,12 +43,19 @@ def test_torchrun_two_processes_match_one(tiny_world, tmp_path):
             "--config",
             str(config_file),
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
-        timeout=300,
+        start_new_session=True,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    try:
+        _, stderr = proc.communicate(timeout=500)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("torchrun did not finish within 500 s")
+    assert proc.returncode == 0, stderr[-3000:]
     lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     two = [json.loads(x)["loss"] for x in lines if '"loss"' in x]
     assert two == pytest.approx(single.losses, abs=2e-5)

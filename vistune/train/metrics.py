@@ -50,7 +50,12 @@ class MetricsLogger:
             return
         self._samples += samples
         elapsed = time.perf_counter() - self._t0
-        record = {"step": step, **scalars, "samples_per_s": self._samples / max(elapsed, 1e-9)}
+        record = {
+            "step": step,
+            **scalars,
+            "samples_per_s": self._samples / max(elapsed, 1e-9),
+            "time_s": elapsed,
+        }
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self._writer is not None:
