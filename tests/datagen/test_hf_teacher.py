@@ -68,7 +68,8 @@ def test_smollm2_from_the_packaged_gguf_is_cached_as_safetensors(world_files):
     started = time.perf_counter()
     assert resolve_model_dir("smollm2") == path
     assert time.perf_counter() - started < 1
-    teacher = HFTeacher("smollm2", max_tokens=24)
+    teacher = HFTeacher("smollm2", max_tokens=16, temperature=0)
     image = load_annotations(world_files["captions"]).images[0]
-    reply = asyncio.run(teacher.complete(_request(image)))
-    assert reply.text.strip() and reply.completion_tokens > 0
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    reply = asyncio.run(teacher.complete(TeacherRequest("1:detail", "detail", messages, image)))
+    assert "Paris" in reply.text and reply.completion_tokens > 0  # the cached weights are the real model
