@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from vistune.errors import VistuneError
+
+if TYPE_CHECKING:  # the CLI imports its heavy parts lazily, so `vistune --help` stays fast
+    from vistune.datagen.annotations import AnnotationSet
+    from vistune.datagen.grounding import GroundingChecker
+    from vistune.datagen.prompt_sets import PromptSet
+    from vistune.datagen.teachers.base import Teacher
 
 _HELP = """Generate LLaVA-Instruct data (conversation, detail, complex_reasoning) from captions + boxes with a teacher.
 
@@ -126,13 +133,13 @@ def _prompt_set(name: str, description: str) -> str:
     return name
 
 
-def _load_prompts(flavors: list[str], prompt_set: str, prompts: Path | None):  # -> dict[str, PromptSet]
+def _load_prompts(flavors: list[str], prompt_set: str, prompts: Path | None) -> dict[str, PromptSet]:
     from vistune.datagen.prompt_sets import load_prompts
 
     return {f: load_prompts(f, prompt_set, prompts) for f in flavors}
 
 
-def _grounding(annotations, prompt_set: str):  # -> GroundingChecker
+def _grounding(annotations: AnnotationSet, prompt_set: str) -> GroundingChecker:
     from vistune.datagen.grounding import WORLD_TOTAL_NOUNS, GroundingChecker
 
     return GroundingChecker(
@@ -153,7 +160,7 @@ def _teacher(
     ground_truth: Path | None,
     captions: Path | None,
     seed: int,
-):  # -> Teacher
+) -> Teacher:
     if name == "openai":
         if not model:
             raise VistuneError("--teacher openai needs --model (the model name the endpoint serves)")

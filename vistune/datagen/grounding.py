@@ -16,10 +16,9 @@ pipeline drops or keeps flagged replies (`--grounding drop|flag|off`) and report
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable
 
-from vistune.datagen.annotations import ImageAnnotations
+from vistune.datagen.annotations import Box, ImageAnnotations
 from vistune.world.vocab import NUMBER_WORDS
 
 _NUMBERS = {w: k for k, w in enumerate(NUMBER_WORDS)} | {
@@ -160,9 +159,5 @@ def _affirmed(pattern: re.Pattern[str], sentence: str) -> bool:
     return any(not _negated(sentence, m.start()) for m in pattern.finditer(sentence))
 
 
-def _attrs(box) -> set[str]:  # noqa: ANN001 (Box; kept tiny)
+def _attrs(box: Box) -> set[str]:
     return {v.lower() for v in box.attributes.values()}
-
-
-def summarize(flags: Counter[str]) -> str:
-    return ", ".join(f"{flavor}: {n}" for flavor, n in sorted(flags.items())) or "none"

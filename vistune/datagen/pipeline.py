@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from vistune.datagen.annotations import AnnotationSet, ImageAnnotations
 from vistune.datagen.context import build_context
@@ -34,7 +35,13 @@ from vistune.datagen.grounding import GroundingChecker
 from vistune.datagen.journal import Journal, JsonlAppender, read_jsonl
 from vistune.datagen.parse import RejectedReply, make_record, parse_reply
 from vistune.datagen.prompt_sets import FLAVORS, PromptSet
-from vistune.datagen.teachers.base import FatalTeacherError, Teacher, TeacherRequest, TeacherRequestError
+from vistune.datagen.teachers.base import (
+    FatalTeacherError,
+    Teacher,
+    TeacherReply,
+    TeacherRequest,
+    TeacherRequestError,
+)
 from vistune.errors import VistuneError
 
 
@@ -242,7 +249,7 @@ class Pipeline:
             raise errors[0]
 
     async def _worker(
-        self, queue: asyncio.Queue[_Item], journal: Journal, rejects: JsonlAppender, progress
+        self, queue: asyncio.Queue[_Item], journal: Journal, rejects: JsonlAppender, progress: tqdm
     ) -> None:
         while not queue.empty():
             if self.config.max_tokens_total is not None and self.stats.tokens >= self.config.max_tokens_total:
@@ -316,7 +323,7 @@ class Pipeline:
         self.stats.items_failed += 1
         self.stats.failures.append(f"{item.key}: {reason}")
 
-    async def _request(self, request: TeacherRequest):  # -> TeacherReply
+    async def _request(self, request: TeacherRequest) -> TeacherReply:
         """One reply, retrying transient failures with backoff + jitter and honoring Retry-After."""
         config = self.config
         for retry in range(config.max_retries + 1):
@@ -357,9 +364,7 @@ class Pipeline:
             )
 
 
-def _progress(total: int, enabled: bool):  # -> tqdm
-    from tqdm.auto import tqdm
-
+def _progress(total: int, enabled: bool) -> tqdm:
     return tqdm(total=total, desc="datagen", unit="item", disable=not enabled, dynamic_ncols=True)
 
 
