@@ -5,7 +5,7 @@
 
 Same weights (the twin is loaded strictly from ours), same records, same batches (vistune's dataset, batch plan and
 collator feed both), same optimizer settings (AdamW, lr 2e-5, clip 1.0); stage-2 trainability (vision frozen,
-projector + LM trained). Whole optimizer steps are timed, data loading included, after warmup steps. vistune runs
+projector + LM trained). Whole optimizer steps are timed, data loading included, after warmup steps; the median step counts. vistune runs
 twice: from pixels, and from the vision feature cache (built before timing; its one-off build time is printed).
 Runs alternate (vistune, transformers, vistune cached, transformers) so machine load hits all alike; the best of
 each is reported. Also printed: the achieved FLOP/s (see `train_flops`) as a fraction of this machine's fp32
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -93,7 +94,7 @@ def run_ours(cfg: BenchConfig, root: Path, data: Path, images: Path, warmup: int
     setup_s = time.perf_counter() - t0
     trainer.run()
     records = [json.loads(x) for x in (trainer.out / "metrics.jsonl").read_text().splitlines()]
-    elapsed = records[-1]["time_s"] - records[warmup - 1]["time_s"]
+    elapsed = _median_step_s(records, warmup) * steps
     return cfg.batch_size * steps / elapsed, records[0]["loss"], setup_s, trainer
 
 
@@ -122,11 +123,10 @@ def run_transformers(cfg: BenchConfig, root: Path, data: Path, images: Path, war
     )
     params = [p for p in twin.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0, foreach=True)
-    first_loss, start = None, None
+    first_loss, durations = None, []
     batches = iter(loader)
-    for step in range(warmup + steps):
-        if step == warmup:
-            start = time.perf_counter()
+    for _ in range(warmup + steps):
+        start = time.perf_counter()
         b = next(batches)
         out = twin(
             input_ids=b.input_ids,
@@ -139,7 +139,8 @@ def run_transformers(cfg: BenchConfig, root: Path, data: Path, images: Path, war
         opt.step()
         opt.zero_grad(set_to_none=True)
         first_loss = first_loss if first_loss is not None else float(out.loss.detach())
-    return cfg.batch_size * steps / (time.perf_counter() - start), first_loss
+        durations.append(time.perf_counter() - start)
+    return cfg.batch_size / statistics.median(durations[warmup:]), first_loss
 
 
 def step_flops(trainer: Trainer, cached: bool) -> float:
@@ -206,6 +207,12 @@ def bench(cfg: BenchConfig, *, warmup: int, steps: int, threads: int) -> None:
                 f"[{cfg.name}] {name}: {achieved / 1e9:.1f} GFLOP/s achieved = {achieved / peak:.0%} of the measured "
                 f"fp32 matmul rate {peak / 1e9:.1f} GFLOP/s"
             )
+
+
+def _median_step_s(records: list[dict], warmup: int) -> float:
+    """Median wall time of the steps after warmup: robust to the load spikes of a shared machine."""
+    times = [r["time_s"] for r in records]
+    return statistics.median(b - a for a, b in zip(times[warmup - 1 : -1], times[warmup:], strict=True))
 
 
 def main() -> None:
