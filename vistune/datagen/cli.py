@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from vistune.errors import VistuneError
-
-if TYPE_CHECKING:  # the CLI imports its heavy parts lazily, so `vistune --help` stays fast
-    from vistune.datagen.annotations import AnnotationSet
-    from vistune.datagen.grounding import GroundingChecker
-    from vistune.datagen.prompt_sets import PromptSet
-    from vistune.datagen.teachers.base import Teacher
 
 _HELP = """Generate LLaVA-Instruct data (conversation, detail, complex_reasoning) from captions + boxes with a teacher.
 
@@ -72,28 +65,25 @@ def datagen(
     all_captions: bool = typer.Option(False, "--all-captions", help="Stage 1: one record per caption."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    from vistune.datagen.annotations import load_annotations
-    from vistune.datagen.prompt_sets import check_flavors, load_instructions
+    from vistune.datagen.generate import TeacherOptions, generate, generate_stage1
+    from vistune.datagen.pipeline import DatagenConfig
 
-    annotations = load_annotations(captions, instances, images)
     if stage1:
-        from vistune.datagen.stage1 import stage1_records, write_json
-
-        records = stage1_records(
-            annotations,
-            load_instructions("brief", prompts),
+        if captions is None:
+            raise VistuneError("--stage1 needs --captions (a COCO captions JSON)")
+        count = generate_stage1(
+            out,
+            captions=captions,
+            images=images,
+            prompts_dir=prompts,
             seed=seed,
             all_captions=all_captions,
             limit=limit,
         )
-        write_json(records, out)
-        typer.echo(f"wrote {len(records)} stage-1 records -> {out}")
+        typer.echo(f"wrote {count} stage-1 records -> {out}")
         return
-    from vistune.datagen.pipeline import DatagenConfig, run_datagen
-
-    flavor_list = check_flavors([f.strip() for f in flavors.split(",") if f.strip()])
     config = DatagenConfig(
-        flavors=flavor_list,
+        flavors=[f.strip() for f in flavors.split(",") if f.strip()],
         concurrency=concurrency,
         request_timeout=timeout,
         max_retries=max_retries,
@@ -104,19 +94,26 @@ def datagen(
         seed=seed,
         progress=progress,
     )
-    chosen_set = _prompt_set(prompt_set, annotations.description)
-    prompt_map = _load_prompts(flavor_list, chosen_set, prompts)
-    the_teacher = _teacher(
-        teacher, base_url, model, api_key_env, temperature, max_tokens, timeout, ground_truth, captions, seed
+    options = TeacherOptions(
+        name=teacher,
+        model=model,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        ground_truth=ground_truth,
+        seed=seed,
     )
-    stats = run_datagen(
-        annotations,
-        the_teacher,
-        prompt_map,
+    stats = generate(
         out,
-        config,
-        instructions={"detail": load_instructions("detail", prompts)},
-        grounding=_grounding(annotations, chosen_set),
+        captions=captions,
+        instances=instances,
+        images=images,
+        teacher=options,
+        config=config,
+        prompts_dir=prompts,
+        prompt_set=prompt_set,
     )
     typer.echo(stats.summary())
     typer.echo(f"-> {out}")
@@ -125,73 +122,6 @@ def datagen(
             f"{stats.items_failed} item(s) failed, e.g. {stats.failures[0]}; everything finished is saved in "
             f"{out} and its journal: rerun the same command to retry the rest"
         )
-
-
-def _prompt_set(name: str, description: str) -> str:
-    if name == "auto":
-        return "world" if description.startswith("vistune miniature world") else "photo"
-    return name
-
-
-def _load_prompts(flavors: list[str], prompt_set: str, prompts: Path | None) -> dict[str, PromptSet]:
-    from vistune.datagen.prompt_sets import load_prompts
-
-    return {f: load_prompts(f, prompt_set, prompts) for f in flavors}
-
-
-def _grounding(annotations: AnnotationSet, prompt_set: str) -> GroundingChecker:
-    from vistune.datagen.grounding import WORLD_TOTAL_NOUNS, GroundingChecker
-
-    return GroundingChecker(
-        annotations.categories,
-        annotations.attribute_values(),
-        total_nouns=WORLD_TOTAL_NOUNS if prompt_set == "world" else (),
-    )
-
-
-def _teacher(
-    name: str,
-    base_url: str | None,
-    model: str | None,
-    api_key_env: str,
-    temperature: float,
-    max_tokens: int,
-    timeout: float,
-    ground_truth: Path | None,
-    captions: Path | None,
-    seed: int,
-) -> Teacher:
-    if name == "openai":
-        if not model:
-            raise VistuneError("--teacher openai needs --model (the model name the endpoint serves)")
-        from vistune.datagen.teachers.openai_teacher import OpenAITeacher
-
-        return OpenAITeacher(
-            model,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            timeout=timeout,
-        )
-    if name == "hf":
-        from vistune.datagen.teachers.hf_teacher import HFTeacher
-
-        return HFTeacher(model or "smollm2", temperature=temperature, max_tokens=max_tokens, seed=seed)
-    if name == "world":
-        from vistune.datagen.teachers.world_teacher import WorldTeacher
-
-        return WorldTeacher(ground_truth or _sibling_ground_truth(captions), seed=seed)
-    raise VistuneError(f"unknown --teacher {name!r}; choose openai, hf or world (rule-based)")
-
-
-def _sibling_ground_truth(captions: Path | None) -> Path:
-    """`annotations/captions_train.json` -> `annotations/ground_truth_train.json` (as `vistune world build` writes)."""
-    if captions is None or not captions.name.startswith("captions_"):
-        raise VistuneError(
-            "--teacher world needs --ground-truth (the world's annotations/ground_truth_{split}.json)"
-        )
-    return captions.with_name(captions.name.replace("captions_", "ground_truth_", 1))
 
 
 def register(app: typer.Typer) -> None:
