@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from vistune.errors import VistuneError
-from vistune.infer.generate import GenerationConfig
 
 HELP = """Chat with a trained model about an image.
 
@@ -38,6 +37,7 @@ def chat(
     seed: Annotated[int | None, typer.Option(help="Seed for sampling.")] = None,
 ) -> None:
     from vistune.infer.chat import ChatSession
+    from vistune.infer.generate import GenerationConfig
     from vistune.model.io import load_pretrained
 
     config = GenerationConfig(
