@@ -30,6 +30,7 @@ _SUBCOMMANDS: list[str] = [
     "vistune.train.cli",
     "vistune.model.cli",
     "vistune.infer.cli",
+    "vistune.demo.cli",
     # END SUBCOMMANDS
 ]
 

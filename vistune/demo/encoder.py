@@ -1,0 +1,156 @@
+"""The miniature world's frozen vision encoder: a small conv stem + transformer blocks, pretrained on the world.
+
+LLaVA starts from a pretrained CLIP; the miniature starts from an encoder pretrained on the world before any LLaVA
+training, then frozen. What it must know: each object, its attributes AND its position. A prototype found that
+CLIP-style training for a few minutes on a CPU did not get there and that position stayed at chance even with good
+object features, because nothing said *where* a token came from. So:
+
+- pretraining uses dense per-region targets (which object covers each patch; which object is centered in each
+  grid cell: color, shape, size; how many objects of each shape the image holds), which a small net learns in
+  minutes;
+- the output tokens are pooled to the world's layout grid (3x3 = 9 tokens: a lean token budget), and each token
+  carries an explicit 2-D position code (one-hot row and column), so the projector and the LLM can read position
+  directly instead of inferring it from the token order.
+
+The tower is registered as `world_encoder` in the vision-tower registry, so a model that uses it is saved and
+loaded like any other (its weights live in the model's own safetensors file).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vistune.config import from_dict
+from vistune.model.config import VisionConfig
+from vistune.model.vision import HALF, VisionTower, register_vision_tower
+
+TOWER_KIND = "world_encoder"
+
+
+@dataclass
+class WorldEncoderOptions:
+    """Architecture of the world encoder (stored in `VisionConfig.options`, so a saved model rebuilds it)."""
+
+    image_size: int = 72
+    width: int = 128
+    depth: int = 2
+    heads: int = 4
+    stem_channels: list[int] = field(default_factory=lambda: [32, 64])  # then `width`; total stride 2^(len+1)
+    pool_grid: int = 3  # output tokens: pool_grid x pool_grid (the world's 3x3 layout grid)
+    position_code: bool = True  # append one-hot (row, col) of each output token
+    position_scale: float = 4.0  # the code's magnitude, comparable to a LayerNorm-ed feature's entries
+    merge: str = "concat"  # patches -> cell token: "concat" (linear over the cell's patches) or "mean"
+
+    def __post_init__(self) -> None:
+        stride = 2 ** (len(self.stem_channels) + 1)
+        if self.merge not in ("concat", "mean"):
+            raise ValueError(f"world encoder: merge must be 'concat' or 'mean', got {self.merge!r}")
+        if self.image_size % stride or (self.image_size // stride) % self.pool_grid:
+            raise ValueError(
+                f"world encoder: image_size {self.image_size} must be divisible by the stem stride {stride} "
+                f"and give a patch grid divisible by pool_grid {self.pool_grid}"
+            )
+
+    @property
+    def patch_grid(self) -> int:
+        return self.image_size // 2 ** (len(self.stem_channels) + 1)
+
+
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    # GroupNorm, not BatchNorm: the tower is used frozen in eval mode, and must behave the same as in training.
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(8, c_out), nn.GELU())
+
+
+class WorldEncoder(VisionTower):
+    """pixels [N, 3, S, S] -> tokens [N, G*G, width (+ 2G position code)].
+
+    `dense(pixels)` also returns the per-patch tokens before pooling, which pretraining supervises.
+    """
+
+    def __init__(self, opts: WorldEncoderOptions) -> None:
+        super().__init__()
+        self.opts = opts
+        channels = [3, *opts.stem_channels, opts.width]
+        self.stem = nn.Sequential(
+            *[_conv_block(a, b) for a, b in zip(channels[:-1], channels[1:], strict=True)]
+        )
+        self.pos_embed = nn.Parameter(torch.randn(1, opts.patch_grid**2, opts.width) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            opts.width,
+            opts.heads,
+            3 * opts.width,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(layer, opts.depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(opts.width)
+        k = opts.patch_grid // opts.pool_grid  # patches per cell side
+        # A cell token made from all its patches (not their mean) keeps a small object's detail, which averaging
+        # with the background patches around it would dilute.
+        self.merge = (
+            nn.Sequential(nn.Linear(k * k * opts.width, opts.width), nn.LayerNorm(opts.width))
+            if opts.merge == "concat"
+            else None
+        )
+        self.register_buffer(
+            "position_codes", _position_codes(opts.pool_grid) * opts.position_scale, persistent=False
+        )
+        self.image_size = opts.image_size
+        self.image_mean = self.image_std = HALF
+        self.num_tokens = opts.pool_grid**2
+        self.hidden_size = opts.width + (2 * opts.pool_grid if opts.position_code else 0)
+
+    def dense(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(patch tokens [N, P*P, width], pooled cell tokens [N, G*G, width])."""
+        fmap = self.stem(pixel_values)  # [N, width, P, P]
+        n, c, p, _ = fmap.shape
+        tokens = self.norm(self.blocks(fmap.flatten(2).transpose(1, 2) + self.pos_embed))  # [N, P*P, width]
+        g = self.opts.pool_grid
+        k = p // g
+        if self.merge is None:
+            grid = tokens.transpose(1, 2).reshape(n, c, p, p)  # back to [N, width, P, P] to pool per cell
+            return tokens, F.avg_pool2d(grid, k).flatten(2).transpose(1, 2)  # [N, G*G, width]
+        cells = tokens.reshape(n, g, k, g, k, c).permute(0, 1, 3, 2, 4, 5)  # [N, G, G, k, k, width]
+        return tokens, self.merge(cells.reshape(n, g * g, k * k * c))  # [N, G*G, width]
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        _, cells = self.dense(pixel_values)
+        if not self.opts.position_code:
+            return cells
+        codes = self.position_codes.to(cells.dtype).expand(cells.shape[0], -1, -1)  # [N, G*G, 2G]
+        return torch.cat([cells, codes], dim=-1)
+
+
+def _position_codes(grid: int) -> torch.Tensor:
+    """[G*G, 2G]: one-hot row then one-hot column of each cell, row-major like the tokens."""
+    eye = torch.eye(grid)
+    rows = eye.repeat_interleave(grid, dim=0)  # [G*G, G]: row r repeated for each column
+    cols = eye.repeat(grid, 1)  # [G*G, G]
+    return torch.cat([rows, cols], dim=1)
+
+
+def encoder_options(config: VisionConfig) -> WorldEncoderOptions:
+    return from_dict(WorldEncoderOptions, config.options, where="vision.options")
+
+
+def _build(config: VisionConfig) -> WorldEncoder:
+    tower = WorldEncoder(encoder_options(config))
+    if config.pretrained is not None:
+        from safetensors.torch import load_file
+
+        tower.load_state_dict(load_file(config.pretrained))
+    return tower
+
+
+def vision_config(opts: WorldEncoderOptions, pretrained: str | None = None) -> VisionConfig:
+    """The `VisionConfig` that builds this tower (weights from `pretrained`, a safetensors file, if given)."""
+    return VisionConfig(kind=TOWER_KIND, pretrained=pretrained, options=asdict(opts))
+
+
+register_vision_tower(TOWER_KIND, _build)

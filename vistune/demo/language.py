@@ -1,0 +1,115 @@
+"""The miniature world's language model: a tokenizer trained on the world's text and a tiny Llama pretrained on it.
+
+LLaVA starts from Vicuna, a chat-tuned LLM; the miniature starts from a tiny causal LM pretrained, before any image
+is seen, on the world's text: captions, descriptions and question-answer turns rendered in the chat template the
+model is later tuned with (text only). So it knows the world's words and the chat format, not the images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vistune.testing import make_tiny_tokenizer
+
+
+@dataclass
+class LanguageModelOptions:
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 384
+    max_position_embeddings: int = 512
+    vocab_size: int = 1000  # BPE vocabulary; the world's ~300 words each become one or two tokens
+
+
+@dataclass
+class LanguagePretrainConfig:
+    steps: int = 300
+    batch_size: int = 32
+    block_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+
+
+def make_world_tokenizer(
+    corpus: Sequence[str], opts: LanguageModelOptions, out_dir: str | Path | None = None
+) -> Any:
+    """A byte-level BPE tokenizer (any text round-trips) trained on the world's own text, saved to `out_dir`."""
+    return make_tiny_tokenizer(out_dir, vocab_size=opts.vocab_size, corpus=list(corpus))
+
+
+def text_config(opts: LanguageModelOptions, tokenizer: Any) -> dict[str, Any]:
+    """The HF Llama config dict (the `text_config` of a `ModelConfig`)."""
+    return {
+        "model_type": "llama",
+        "vocab_size": len(tokenizer),
+        "hidden_size": opts.hidden_size,
+        "intermediate_size": opts.intermediate_size,
+        "num_hidden_layers": opts.num_layers,
+        "num_attention_heads": opts.num_heads,
+        "num_key_value_heads": opts.num_heads,
+        "max_position_embeddings": opts.max_position_embeddings,
+        "tie_word_embeddings": True,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+def build_language_model(opts: LanguageModelOptions, tokenizer: Any) -> nn.Module:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = dict(text_config(opts, tokenizer))
+    model_type = cfg.pop("model_type")
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **cfg))
+
+
+def pack_blocks(texts: Sequence[str], tokenizer: Any, block_size: int) -> torch.Tensor:
+    """Tokenize documents (BOS ... EOS), concatenate, cut into [num_blocks, block_size] (the tail is dropped)."""
+    ids: list[int] = []
+    for text in texts:
+        ids += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+    n = len(ids) // block_size
+    if n == 0:
+        raise ValueError(f"the pretraining text has {len(ids)} tokens, fewer than one block of {block_size}")
+    return torch.tensor(ids[: n * block_size]).view(n, block_size)  # [num_blocks, block_size]
+
+
+def pretrain_language_model(
+    model: nn.Module,
+    blocks: torch.Tensor,
+    cfg: LanguagePretrainConfig,
+    *,
+    on_step: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Next-token training on packed text blocks [N, block_size]; returns the loss curve."""
+    torch.manual_seed(cfg.seed)
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = max(1, cfg.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    losses = []
+    for step in range(cfg.steps):
+        batch = blocks[torch.randint(len(blocks), (cfg.batch_size,), generator=gen)]
+        loss = model(input_ids=batch, labels=batch).loss
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        sched.step()
+        losses.append(loss.item())
+        if on_step is not None:
+            on_step(step, losses[-1])
+    model.eval()
+    return losses

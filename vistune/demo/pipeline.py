@@ -1,0 +1,471 @@
+"""`vistune demo`: the whole LLaVA method on the miniature world, end to end, each step timed.
+
+world build -> instruction data (the `world` teacher) -> vision encoder pretraining -> language model pretraining ->
+stage 1 (projector only) -> stage 2 (projector + LLM) -> held-out evaluation -> report.md.
+
+Every step calls the library (world, datagen, train, infer, eval); this module only wires them and records time.
+Wall time on a shared machine overstates the cost, so process CPU time is recorded next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vistune.demo.settings import DemoSettings, StageSettings
+from vistune.errors import VistuneError
+
+
+@dataclass
+class StepTime:
+    name: str
+    wall_s: float
+    cpu_s: float
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    model_dir: Path
+    scores: dict[str, Any]
+    times: list[StepTime] = field(default_factory=list)
+    encoder_metrics: dict[str, float] = field(default_factory=dict)
+    ablations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def total_wall_s(self) -> float:
+        return sum(t.wall_s for t in self.times)
+
+    @property
+    def total_cpu_s(self) -> float:
+        return sum(t.cpu_s for t in self.times)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "model_dir": str(self.model_dir),
+            "scores": self.scores,
+            "times": [asdict(t) for t in self.times],
+            "total_wall_s": self.total_wall_s,
+            "total_cpu_s": self.total_cpu_s,
+            "encoder_metrics": self.encoder_metrics,
+            "ablations": self.ablations,
+        }
+
+
+class Steps:
+    """Numbered, timed steps with one line of progress each (`[3/8] name ... done in 12.3 s`)."""
+
+    def __init__(self, total: int, say: Callable[[str], None]) -> None:
+        self.total, self.say, self.done = total, say, 0
+        self.times: list[StepTime] = []
+
+    @contextmanager
+    def step(self, name: str):
+        self.done += 1
+        self.say(f"[{self.done}/{self.total}] {name} ...")
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        t = StepTime(name, time.perf_counter() - wall, time.process_time() - cpu)
+        self.times.append(t)
+        self.say(f"[{self.done}/{self.total}] {name}: done in {t.wall_s:.1f} s (CPU {t.cpu_s:.1f} s)")
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    out: Path
+
+    @property
+    def world(self) -> Path:
+        return self.out / "world"
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def encoder(self) -> Path:
+        return self.out / "encoder" / "world_encoder.safetensors"
+
+    @property
+    def language_model(self) -> Path:
+        return self.out / "lm"
+
+    def stage(self, name: str) -> Path:
+        return self.out / name
+
+    @property
+    def feature_cache(self) -> Path:
+        return self.out / "feature_cache"
+
+
+# ------------------------------------------------------------------------------------------------ the steps
+def build_world_step(paths: DemoPaths, s: DemoSettings):
+    from vistune.world.build import build_world
+
+    return build_world(
+        paths.world, {"train": s.train_images, "val": s.val_images}, seed=s.seed, size=s.image_size
+    )
+
+
+def load_truths(world, split: str) -> list:
+    from vistune.world.truth import load_ground_truth
+
+    return list(load_ground_truth(world.ground_truth(split)).values())
+
+
+def datagen_step(paths: DemoPaths, s: DemoSettings, world, truths: list, say: Callable[[str], None]) -> dict:
+    """Teacher data (conversation, detail, complex_reasoning), stage-1 captions, short-answer questions."""
+    from vistune.datagen.annotations import load_annotations
+    from vistune.datagen.grounding import WORLD_TOTAL_NOUNS, GroundingChecker
+    from vistune.datagen.pipeline import DatagenConfig, run_datagen
+    from vistune.datagen.prompt_sets import load_instructions, load_prompts
+    from vistune.datagen.stage1 import stage1_records
+    from vistune.datagen.teachers.world_teacher import WorldTeacher
+    from vistune.eval.world import make_closed_questions
+
+    paths.data.mkdir(parents=True, exist_ok=True)
+    annotations = load_annotations(world.captions("train"), world.instances("train"), world.images("train"))
+    stats = run_datagen(
+        annotations,
+        WorldTeacher(world.ground_truth("train"), seed=s.seed),
+        {f: load_prompts(f, "world", None) for f in s.flavors},
+        paths.data / "instruct.json",
+        DatagenConfig(flavors=list(s.flavors), limit=s.teacher_images, seed=s.seed, progress=False),
+        instructions={"detail": load_instructions("detail", None)},
+        grounding=GroundingChecker(
+            annotations.categories, annotations.attribute_values(), total_nouns=WORLD_TOTAL_NOUNS
+        ),
+    )
+    say(f"    teacher (rule-based `world`): {stats.dataset_records} records, {stats.items_failed} failed")
+    instruct = json.loads((paths.data / "instruct.json").read_text())
+    stage1 = stage1_records(annotations, load_instructions("brief", None), seed=s.seed)
+    closed = closed_question_records(
+        make_closed_questions(truths, seed=s.seed, per_type=s.closed_rounds), s.seed
+    )
+    mixed = instruct + closed
+    random.Random(s.seed).shuffle(mixed)
+    files = {"stage1": stage1, "instruct": instruct, "closed": closed, "stage2": mixed}
+    for name, records in files.items():
+        (paths.data / f"{name}.json").write_text(json.dumps(records))
+    say(
+        f"    stage 1: {len(stage1)} caption records; stage 2: {len(instruct)} teacher + {len(closed)} short-answer"
+    )
+    return {name: len(records) for name, records in files.items()}
+
+
+def closed_question_records(questions: list, seed: int) -> list[dict]:
+    """One multi-turn record per image holding its short-answer questions (one image encode, many answers),
+    as LLaVA-1.5 packs the questions of an image into one conversation."""
+    by_image: dict[int, list] = {}
+    for q in questions:
+        by_image.setdefault(q.image_id, []).append(q)
+    rng = random.Random(seed)
+    records = []
+    for image_id, qs in by_image.items():
+        rng.shuffle(qs)
+        turns = [turn for q in qs for turn in q.conversation(with_answer=True)]
+        for later in turns[2::2]:  # only the first human turn carries the image
+            later["value"] = later["value"].replace("<image>\n", "")
+        records.append({"id": f"closed-{image_id}", "image": qs[0].file_name, "conversations": turns})
+    return records
+
+
+def encoder_step(
+    paths: DemoPaths, s: DemoSettings, world, train: list, val: list, *, random_init: bool = False
+):
+    """Pretrain the world encoder on the train split (held-out accuracies on val), save its weights."""
+    from safetensors.torch import save_file
+
+    from vistune.demo.encoder import WorldEncoder
+    from vistune.demo.pretrain_vision import evaluate_encoder, pretrain_encoder, stack_targets
+
+    train_px, val_px = (
+        load_pixels(world, split, t, s.image_size) for split, t in (("train", train), ("val", val))
+    )
+    train_t = stack_targets([t.scene for t in train], s.encoder)
+    val_t = stack_targets([t.scene for t in val], s.encoder)
+    paths.encoder.parent.mkdir(parents=True, exist_ok=True)
+    if random_init:
+        torch.manual_seed(s.seed)
+        encoder = WorldEncoder(s.encoder)
+        save_file(encoder.state_dict(), str(paths.encoder))
+        return {}, []
+    encoder, heads, losses = pretrain_encoder(
+        s.encoder, train_px, train_t, s.encoder_train, on_step=_every(50, "encoder")
+    )
+    metrics = evaluate_encoder(encoder, heads, val_px, val_t)
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(paths.encoder))
+    (paths.encoder.parent / "metrics.json").write_text(json.dumps({"val": metrics, "losses": losses}))
+    return metrics, losses
+
+
+def load_pixels(world, split: str, truths: list, size: int) -> torch.Tensor:
+    """The split's images, preprocessed exactly as training will (the tower's ImageProcessor)."""
+    from vistune.data.images import ImageProcessor, load_image
+    from vistune.model.vision import HALF
+
+    processor = ImageProcessor(size=size, crop_size=size, image_mean=HALF, image_std=HALF, aspect="pad")
+    images = [load_image(world.images(split) / t.file_name) for t in truths]
+    return processor(images)  # [N, 3, S, S]
+
+
+def _every(n: int, what: str) -> Callable[[int, float], None]:
+    def report(step: int, loss: float) -> None:
+        if step % n == 0:
+            print(f"    {what} step {step}: loss {loss:.3f}", flush=True)
+
+    return report
+
+
+def language_step(paths: DemoPaths, s: DemoSettings) -> list[float]:
+    """Tokenizer + tiny Llama pretrained on the world's text (captions and teacher text, no images)."""
+    from vistune.demo.language import (
+        build_language_model,
+        make_world_tokenizer,
+        pack_blocks,
+        pretrain_language_model,
+    )
+
+    docs = world_text(paths, s)
+    tokenizer = make_world_tokenizer(docs, s.language, paths.language_model)
+    torch.manual_seed(s.seed)
+    model = build_language_model(s.language, tokenizer)
+    blocks = pack_blocks(docs, tokenizer, s.language_train.block_size)
+    losses = pretrain_language_model(model, blocks, s.language_train, on_step=_every(50, "language model"))
+    model.save_pretrained(str(paths.language_model))
+    tokenizer.save_pretrained(str(paths.language_model))
+    (paths.language_model / "losses.json").write_text(json.dumps(losses))
+    return losses
+
+
+def world_text(paths: DemoPaths, s: DemoSettings) -> list[str]:
+    """Documents for the LM: every stage-1 caption and every stage-2 conversation in the chat template, with the
+    `<image>` placeholder removed (the LM never sees images before LLaVA training)."""
+    from vistune.testing import make_tiny_tokenizer
+    from vistune.text.templates import render, to_messages
+
+    chat_tokens = make_tiny_tokenizer(vocab_size=300)  # only its BOS/EOS strings are used by the template
+    docs = [r["conversations"][1]["value"] for r in json.loads((paths.data / "stage1.json").read_text())]
+    for r in json.loads((paths.data / "stage2.json").read_text()):
+        turns = [
+            {**t, "value": t["value"].replace("<image>\n", "").replace("\n<image>", "")}
+            for t in r["conversations"]
+        ]
+        docs.append(render(s.template, to_messages(turns), chat_tokens).text)
+    return docs
+
+
+def stage_config(
+    paths: DemoPaths,
+    s: DemoSettings,
+    *,
+    name: str,
+    data: str,
+    template: str,
+    stage: StageSettings,
+    train_lm: bool,
+    init_projector: str | None,
+):
+    """The `vistune.train` config of one stage: built from parts (encoder file + pretrained LM)."""
+    from vistune.demo.encoder import vision_config
+    from vistune.train.config import train_config_from_dict
+
+    model_config = {
+        "vision": asdict(vision_config(s.encoder, str(paths.encoder))),
+        "text_pretrained": str(paths.language_model),
+        "projector": s.projector,
+        "template": template,
+    }
+    return train_config_from_dict(
+        {
+            "name": name,
+            "model": {
+                "config": model_config,
+                "tokenizer": str(paths.language_model),
+                "init_projector": init_projector,
+                "trainable": {"vision": False, "projector": True, "language_model": train_lm},
+            },
+            "data": {
+                "train": str(paths.data / data),
+                "image_folder": str(paths.world / "train"),
+                "template": template,
+                "model_max_length": 512,
+                "cache_vision_features": True,
+                "feature_cache_dir": str(paths.feature_cache),
+            },
+            "train": {
+                "output_dir": str(paths.stage(name)),
+                "seed": s.seed,
+                "max_steps": stage.steps,
+                "global_batch_size": stage.batch_size,
+                "micro_batch_size": stage.batch_size,
+                "precision": "fp32",
+                "log_every": 1,
+                "resume": None,
+                "progress": True,
+            },
+            "optim": {"lr": stage.lr, "warmup_ratio": stage.warmup_ratio, "schedule": "cosine"},
+        },
+        where=f"demo {name}",
+    )
+
+
+def train_stages(
+    paths: DemoPaths,
+    s: DemoSettings,
+    steps: Steps,
+    *,
+    prefix: str = "",
+    stage1: bool = True,
+    stage2_data: str = "stage2.json",
+) -> Path:
+    """Stage 1 (projector on captions, `plain` template) then stage 2 (projector + LM); returns the model dir."""
+    from vistune.train.trainer import train
+
+    init_projector = None
+    if stage1:
+        with steps.step(f"{prefix}stage 1: align the projector on captions"):
+            cfg = stage_config(
+                paths,
+                s,
+                name=f"{prefix}stage1",
+                data="stage1.json",
+                template="plain",
+                stage=s.stage1,
+                train_lm=False,
+                init_projector=None,
+            )
+            train(cfg)
+            init_projector = str(paths.stage(f"{prefix}stage1") / "projector.safetensors")
+    with steps.step(f"{prefix}stage 2: instruction tuning (projector + language model)"):
+        cfg = stage_config(
+            paths,
+            s,
+            name=f"{prefix}stage2",
+            data=stage2_data,
+            template=s.template,
+            stage=s.stage2,
+            train_lm=True,
+            init_projector=init_projector,
+        )
+        train(cfg)
+    return paths.stage(f"{prefix}stage2") / "model"
+
+
+def evaluate_step(model_dir: Path, world, val: list, s: DemoSettings) -> dict[str, Any]:
+    """Held-out exact match per question type + detailed-description precision/recall, with a few examples."""
+    from vistune.eval.world import evaluate_model
+
+    return evaluate_model(
+        model_dir,
+        val,
+        world.images("val"),
+        seed=s.seed + 1,
+        max_images=s.eval_images,
+        max_descriptions=s.eval_descriptions,
+        examples=s.examples,
+    )
+
+
+def run_demo(
+    out: str | Path, s: DemoSettings, *, ablation: bool = False, say: Callable[[str], None] = print
+) -> DemoResult:
+    """Run every step; write `report.md` and `results.json` into `out`."""
+    from vistune.demo.report import write_report
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    paths = DemoPaths(Path(out))
+    paths.out.mkdir(parents=True, exist_ok=True)
+    steps = Steps(8 + (7 if ablation else 0), say)
+    with steps.step(
+        f"build the world ({s.train_images} train + {s.val_images} held-out images, {s.image_size} px)"
+    ):
+        world = build_world_step(paths, s)
+        train_truths, val_truths = load_truths(world, "train"), load_truths(world, "val")
+    with steps.step(
+        "instruction data (teacher: rule-based `world`; stage-1 captions; short-answer questions)"
+    ):
+        datagen_step(paths, s, world, train_truths, say)
+    with steps.step("pretrain the vision encoder on the world (dense per-region targets), then freeze it"):
+        encoder_metrics, _ = encoder_step(paths, s, world, train_truths, val_truths)
+        say("    held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in encoder_metrics.items()))
+    with steps.step("pretrain the language model on the world's text"):
+        language_step(paths, s)
+    model_dir = train_stages(paths, s, steps)
+    with steps.step(f"evaluate on {s.eval_images} held-out images"):
+        scores = evaluate_step(model_dir, world, val_truths, s)
+        say("    " + _headline(scores))
+    result = DemoResult(paths.out, model_dir, scores, steps.times, encoder_metrics)
+    if ablation:
+        result.ablations = run_ablations(paths, s, steps, world, train_truths, val_truths, say)
+    with steps.step("write report.md"):
+        (paths.out / "results.json").write_text(json.dumps(result.to_dict(), indent=1))
+        write_report(result, s, world, val_truths)
+    say(f"report: {paths.out / 'report.md'}")
+    say(
+        f"chat with the trained model: vistune chat --model {model_dir} --image {world.images('val')}/"
+        f"{val_truths[0].file_name}"
+    )
+    return result
+
+
+def run_ablations(paths, s, steps, world, train_truths, val_truths, say) -> dict[str, dict[str, Any]]:
+    """The paper-style ablations, each trained with the same step budget and evaluated the same way."""
+    out: dict[str, dict[str, Any]] = {}
+    model_dir = train_stages(paths, s, steps, prefix="no_stage1_", stage1=False)
+    with steps.step("evaluate: without stage 1"):
+        out["without stage 1"] = evaluate_step(model_dir, world, val_truths, s)
+    captions_only = paths.data / "stage2_captions.json"
+    captions_only.write_text((paths.data / "stage1.json").read_text())
+    model_dir = train_stages(paths, s, steps, prefix="captions_", stage2_data="stage2_captions.json")
+    with steps.step("evaluate: stage 2 on captions only"):
+        out["stage 2 on captions only (no instruction data)"] = evaluate_step(model_dir, world, val_truths, s)
+    random_paths = DemoPaths(paths.out / "random_encoder")
+    _link_shared(paths, random_paths)
+    encoder_step(random_paths, s, world, train_truths, val_truths, random_init=True)
+    model_dir = train_stages(random_paths, s, steps, prefix="")
+    with steps.step("evaluate: random frozen encoder"):
+        out["random frozen encoder"] = evaluate_step(model_dir, world, val_truths, s)
+    for name, scores in out.items():
+        say(f"    {name}: {_headline(scores)}")
+    return out
+
+
+def _link_shared(paths: DemoPaths, other: DemoPaths) -> None:
+    """The random-encoder run reuses the world, the data and the language model (symlinks, no copies)."""
+    other.out.mkdir(parents=True, exist_ok=True)
+    for name in ("world", "data", "lm"):
+        link = other.out / name
+        if not link.exists():
+            link.symlink_to((paths.out / name).resolve(), target_is_directory=True)
+
+
+def _headline(scores: dict[str, Any]) -> str:
+    closed = scores["closed"]
+    per_type = ", ".join(f"{k} {v:.1%}" for k, v in closed["accuracy"].items())
+    desc = scores["descriptions"]
+    return (
+        f"closed questions {closed['overall']:.1%} ({per_type}); descriptions precision "
+        f"{desc['precision']:.1%} recall {desc['recall']:.1%}"
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise VistuneError(f"--out {out} exists and is not a directory; pick another path")

@@ -1,0 +1,200 @@
+"""`report.md` of a demo run: the numbers, the loss curves, example images with questions and answers (PNG)."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from vistune.demo.settings import DemoSettings
+
+
+def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
+    """Write report.md (+ loss_curves.png, examples.png) into the run directory; returns the report path."""
+    out = Path(result.out)
+    curves = plot_curves(out, out / "loss_curves.png")
+    examples = plot_examples(result.scores.get("examples", []), world.images("val"), out / "examples.png")
+    lines = [
+        "# vistune demo: LLaVA on the miniature world",
+        "",
+        f"Preset sizes: {s.train_images} train / {s.val_images} held-out images of {s.image_size} px; "
+        f"{s.teacher_images} images with teacher data ({', '.join(s.flavors)}; the teacher is the rule-based "
+        "`world` teacher); vision encoder pretrained then frozen; tiny Llama pretrained on the world's text; "
+        f"stage 1 {s.stage1.steps} steps x {s.stage1.batch_size}, stage 2 {s.stage2.steps} steps x "
+        f"{s.stage2.batch_size}.",
+        "",
+        "## Held-out exact match (closed questions)",
+        "",
+        *closed_table({"this run": result.scores}),
+        "",
+        'Questions end with "Answer with a single word or phrase."; answers are matched exactly after lowercasing and '
+        "removing articles and trailing punctuation. The majority baseline always gives a type's most frequent answer.",
+        "",
+        "## Detailed descriptions (held-out)",
+        "",
+        f"Objects mentioned (color + shape) against the ground truth, over {result.scores['descriptions']['n']} images: "
+        f"precision {result.scores['descriptions']['precision']:.1%}, recall {result.scores['descriptions']['recall']:.1%}.",
+        "",
+    ]
+    if result.encoder_metrics:
+        lines += [
+            "## The frozen vision encoder (pretrained on the world, read-out accuracy on held-out images)",
+            "",
+            "| " + " | ".join(result.encoder_metrics) + " |",
+            "|" + "---|" * len(result.encoder_metrics),
+            "| " + " | ".join(f"{v:.1%}" for v in result.encoder_metrics.values()) + " |",
+            "",
+        ]
+    if result.ablations:
+        lines += [
+            "## Ablations (same step budget, same evaluation)",
+            "",
+            *closed_table({"full method": result.scores, **result.ablations}),
+            "",
+        ]
+    lines += ["## Time", "", *time_table(result), ""]
+    if curves:
+        lines += ["## Loss curves", "", f"![loss curves]({curves.name})", ""]
+    if examples:
+        lines += [
+            "## Examples (held-out images)",
+            "",
+            f"![examples]({examples.name})",
+            "",
+            *example_text(result),
+        ]
+    lines += ["", "## Chat with the model", "", "```", f"vistune chat --model {result.model_dir}", "```", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def closed_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+    types = list(next(iter(runs.values()))["closed"]["accuracy"])
+    rows = [
+        "| run | overall | " + " | ".join(types) + " | description P / R |",
+        "|---|---|" + "---|" * len(types) + "---|",
+    ]
+    first = next(iter(runs.values()))["closed"]
+    rows.append(
+        "| majority baseline | | "
+        + " | ".join(f"{first['majority_baseline'][t]:.1%}" for t in types)
+        + " | |"
+    )
+    for name, scores in runs.items():
+        c, d = scores["closed"], scores["descriptions"]
+        rows.append(
+            f"| {name} | **{c['overall']:.1%}** | "
+            + " | ".join(f"{c['accuracy'].get(t, 0.0):.1%}" for t in types)
+            + f" | {d['precision']:.1%} / {d['recall']:.1%} |"
+        )
+    rows.append("")
+    rows.append("Questions per type: " + ", ".join(f"{t} {first['counts'][t]}" for t in types) + ".")
+    return rows
+
+
+def time_table(result) -> list[str]:
+    rows = ["| step | wall s | CPU s |", "|---|---|---|"]
+    rows += [f"| {t.name} | {t.wall_s:.1f} | {t.cpu_s:.1f} |" for t in result.times]
+    rows.append(f"| **total** | **{result.total_wall_s:.1f}** | **{result.total_cpu_s:.1f}** |")
+    rows += [
+        "",
+        f"Machine: {platform.machine()}, {_cpu_count()} CPU cores visible. CPU time is the process's own (all its "
+        "threads); wall time on a shared machine is inflated by other work running at the same time.",
+    ]
+    return rows
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def plot_curves(out: Path, png: Path) -> Path | None:
+    """Encoder, language model, stage-1 and stage-2 losses side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vistune.train.metrics import read_metrics
+
+    curves: dict[str, list[float]] = {}
+    enc = out / "encoder" / "metrics.json"
+    if enc.is_file():
+        curves["vision encoder pretraining"] = json.loads(enc.read_text())["losses"]
+    lm = out / "lm" / "losses.json"
+    if lm.is_file():
+        curves["language model pretraining"] = json.loads(lm.read_text())
+    for stage in ("stage1", "stage2"):
+        metrics = out / stage / "metrics.jsonl"
+        if metrics.is_file():
+            curves[stage.replace("stage", "stage ")] = [
+                r["loss"] for r in read_metrics(metrics) if "loss" in r
+            ]
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), dpi=110)
+    for ax, (name, losses) in zip(list(getattr(axes, "flat", [axes])), curves.items(), strict=True):
+        ax.plot(range(1, len(losses) + 1), losses, lw=1)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes_list = list(getattr(axes, "flat", [axes]))
+    axes_list[0].set_ylabel("training loss")
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
+def plot_examples(examples: list[dict[str, Any]], image_dir: Path, png: Path) -> Path | None:
+    """Each example image next to its questions, the model's answers (ok / wrong) and its description."""
+    if not examples:
+        return None
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig, axes = plt.subplots(
+        len(examples),
+        2,
+        figsize=(11, 3.3 * len(examples)),
+        dpi=100,
+        gridspec_kw={"width_ratios": [1, 2.6]},
+        squeeze=False,
+    )
+    for row, ex in zip(axes, examples, strict=True):
+        row[0].imshow(Image.open(image_dir / ex["file_name"]).convert("RGB"), interpolation="nearest")
+        row[0].set_axis_off()
+        lines = [
+            f"Q: {qa['question']}\nA: {qa['answer']}   {'ok' if qa['correct'] else 'WRONG (' + qa['truth'] + ')'}"
+            for qa in ex["qa"]
+        ]
+        lines.append("Describe: " + textwrap.fill(ex["description"], 90))
+        row[1].text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace", wrap=True)
+        row[1].set_axis_off()
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
+def example_text(result) -> list[str]:
+    lines = []
+    for ex in result.scores.get("examples", []):
+        lines.append(f"**{ex['file_name']}**")
+        lines.append("")
+        for qa in ex["qa"]:
+            mark = "ok" if qa["correct"] else f"wrong, truth: {qa['truth']}"
+            lines.append(f"- {qa['question']} → *{qa['answer']}* ({mark})")
+        lines.append(f"- Describe the image in detail. → *{ex['description']}*")
+        lines.append("")
+    return lines

@@ -1,0 +1,83 @@
+"""The demo's settings: one typed dataclass, with presets (`world`, `fast`) that differ only in sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from vistune.demo.encoder import WorldEncoderOptions
+from vistune.demo.language import LanguageModelOptions, LanguagePretrainConfig
+from vistune.demo.pretrain_vision import EncoderPretrainConfig
+from vistune.errors import VistuneError
+
+
+@dataclass
+class StageSettings:
+    """One LLaVA training stage (passed on to `vistune.train`)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_ratio: float = 0.05
+
+
+@dataclass
+class DemoSettings:
+    """Everything `vistune demo` does, sized for a 2-core CPU."""
+
+    seed: int = 0
+    image_size: int = 72
+    train_images: int = 2000
+    val_images: int = 200
+    teacher_images: int = 800  # train images the teacher writes conversation/detail/reasoning data for
+    closed_rounds: int = 2  # short-answer question rounds per train image (5 question types each)
+    flavors: list[str] = field(default_factory=lambda: ["conversation", "detail", "complex_reasoning"])
+    encoder: WorldEncoderOptions = field(default_factory=WorldEncoderOptions)
+    encoder_train: EncoderPretrainConfig = field(default_factory=EncoderPretrainConfig)
+    language: LanguageModelOptions = field(default_factory=LanguageModelOptions)
+    language_train: LanguagePretrainConfig = field(default_factory=LanguagePretrainConfig)
+    projector: str = "mlp2x_gelu"
+    template: str = "chatml"
+    stage1: StageSettings = field(default_factory=lambda: StageSettings(steps=60, batch_size=64, lr=2e-3))
+    stage2: StageSettings = field(default_factory=lambda: StageSettings(steps=400, batch_size=32, lr=1e-3))
+    eval_images: int = 200  # held-out images asked one question of each type
+    eval_descriptions: int = 40  # held-out images described in detail
+    examples: int = 4  # example images with questions and answers in the report
+
+    def __post_init__(self) -> None:
+        if self.teacher_images > self.train_images:
+            raise VistuneError(
+                f"demo: teacher_images ({self.teacher_images}) cannot exceed train_images ({self.train_images})"
+            )
+        if self.eval_images > self.val_images or self.eval_descriptions > self.val_images:
+            raise VistuneError("demo: eval_images and eval_descriptions cannot exceed val_images")
+
+
+def _fast() -> DemoSettings:
+    """Small enough for CI (~3 minutes on 2 cores), big enough to learn well above chance."""
+    return DemoSettings(
+        train_images=600,
+        val_images=100,
+        teacher_images=200,
+        closed_rounds=2,
+        encoder_train=EncoderPretrainConfig(steps=250),
+        language_train=LanguagePretrainConfig(steps=120),
+        stage1=StageSettings(steps=20, batch_size=64, lr=2e-3),
+        stage2=StageSettings(steps=150, batch_size=32, lr=1e-3),
+        eval_images=100,
+        eval_descriptions=10,
+        examples=2,
+    )
+
+
+PRESETS = {"world": DemoSettings, "fast": _fast}
+
+
+def preset(name: str) -> DemoSettings:
+    if name not in PRESETS:
+        raise VistuneError(f"unknown demo preset {name!r}; valid presets are: {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def replace(settings: DemoSettings, **changes) -> DemoSettings:
+    return dataclasses.replace(settings, **changes)
