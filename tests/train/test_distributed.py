@@ -1,4 +1,5 @@
-"""torchrun with 2 CPU processes (gloo) gives the loss curve of 1 process with the same global batch."""
+"""torchrun with 2 CPU processes (gloo) gives the loss curve of 1 process with the same global batch: DDP, and
+FSDP2 (sharded decoder layers), the latter also stopped and resumed from its sharded-then-gathered checkpoint."""
 
 from __future__ import annotations
 
@@ -17,36 +18,18 @@ from vistune.train.config import train_config_from_dict
 from vistune.train.trainer import train
 
 
-@pytest.mark.slow
-@pytest.mark.integration
-def test_torchrun_two_processes_match_one(tiny_world, tmp_path):
-    sections = {"train": {"max_steps": 4, "micro_batch_size": 2}}
-    single = train(train_config_from_dict(tiny_config(tiny_world, tmp_path / "one", stage=2, **sections)))
-
-    cfg = tiny_config(tiny_world, tmp_path / "two", stage=2, **sections)
-    config_file = tmp_path / "two.yaml"
-    config_file.write_text(yaml.safe_dump(cfg))
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    vistune = shutil.which("vistune", path=os.path.dirname(sys.executable))
+def _torchrun(config_file, *overrides: str) -> None:
+    bin_dir = os.path.dirname(sys.executable)
+    torchrun, vistune = shutil.which("torchrun", path=bin_dir), shutil.which("vistune", path=bin_dir)
     assert torchrun and vistune
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "--no-python", vistune, "train"]
     # A session of its own, so that on a timeout torchrun's workers are killed with it, never left orphaned.
     proc = subprocess.Popen(
-        [
-            torchrun,
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "--no-python",
-            vistune,
-            "train",
-            "--config",
-            str(config_file),
-        ],
+        [*cmd, "--config", str(config_file), *overrides],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
         start_new_session=True,
     )
     try:
@@ -56,6 +39,24 @@ def test_torchrun_two_processes_match_one(tiny_world, tmp_path):
         proc.communicate()
         pytest.fail("torchrun did not finish within 500 s")
     assert proc.returncode == 0, stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_torchrun_two_processes_match_one(strategy, tiny_world, tmp_path):
+    sections = {"train": {"max_steps": 4, "micro_batch_size": 2}}
+    single = train(train_config_from_dict(tiny_config(tiny_world, tmp_path / "one", stage=2, **sections)))
+
+    cfg = tiny_config(tiny_world, tmp_path / "two", stage=2, **sections)
+    cfg["train"]["dist"] = {"strategy": strategy}
+    config_file = tmp_path / "two.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    if strategy == "fsdp":  # stop after 2 steps, then the same command resumes
+        _torchrun(config_file, "train.stop_after_steps=2")
+        assert not (tmp_path / "two" / "projector.safetensors").exists()
+    _torchrun(config_file)
     lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     two = [json.loads(x)["loss"] for x in lines if '"loss"' in x]
     assert two == pytest.approx(single.losses, abs=2e-5)
+    assert (tmp_path / "two" / "projector.safetensors").is_file()

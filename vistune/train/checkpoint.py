@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from vistune.errors import VistuneError
 
@@ -50,9 +51,30 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return max(done, key=lambda p: int(_STEP_DIR.match(p.name).group(1)), default=None)  # type: ignore[union-attr]
 
 
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A plain CPU tensor; an FSDP-sharded DTensor is gathered first (a collective: every process must call)."""
+    if isinstance(t, DTensor):
+        t = t.full_tensor()
+    return t.detach().to("cpu").contiguous()
+
+
+def _like(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """`full` sharded like `param` when param is an FSDP DTensor (so it can be copied into it)."""
+    if isinstance(param, DTensor) and not isinstance(full, DTensor) and full.shape == param.shape:
+        # Every process read the same file: each cuts its own shard, no communication (src_data_rank=None).
+        return distribute_tensor(
+            full.to(param.device), param.device_mesh, param.placements, src_data_rank=None
+        )
+    return full
+
+
+def is_sharded(model: nn.Module) -> bool:
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The trainable parameters by name (contiguous CPU copies, as safetensors needs)."""
-    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: full_tensor(p) for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _optimizer_tensors(
@@ -63,7 +85,7 @@ def _optimizer_tensors(
     flat = {}
     for idx, slots in state["state"].items():
         for slot, value in slots.items():
-            flat[f"{names[idx]}/{slot}"] = torch.as_tensor(value).detach().to("cpu").contiguous()
+            flat[f"{names[idx]}/{slot}"] = full_tensor(torch.as_tensor(value))
     groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
     return flat, groups
 
@@ -127,9 +149,12 @@ def save_checkpoint(
     rng_tensors, rng_json = _rng_state()
     save_file(rng_tensors, str(tmp / f"rng_rank{rank}.safetensors"))
     (tmp / f"rng_rank{rank}.json").write_text(json.dumps(rng_json))
-    if rank == 0:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    # FSDP shards must be gathered by every process; replicated (DDP) weights are read on rank 0 alone.
+    if rank == 0 or is_sharded(model):
+        weights = trainable_state(model)
         flat, groups = _optimizer_tensors(optimizer, _param_index_names(optimizer, model))
+    if rank == 0:
+        save_file(weights, str(tmp / "trainable.safetensors"))
         save_file(flat, str(tmp / "optimizer.safetensors"))
         state = {
             "step": step,
@@ -211,7 +236,7 @@ def _load_trainable(file: Path, model: nn.Module) -> None:
                 raise VistuneError(
                     f"{file}: {name} has shape {tuple(saved[name].shape)}, model {tuple(param.shape)}"
                 )
-            param.copy_(saved[name])
+            param.copy_(_like(saved[name], param))
 
 
 def _load_optimizer(
@@ -219,9 +244,10 @@ def _load_optimizer(
 ) -> None:
     flat = load_file(str(file))
     index_of = {name: i for i, name in _param_index_names(optimizer, model).items()}
+    params = dict(model.named_parameters())
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, tensor in flat.items():
         name, slot = key.rsplit("/", 1)
-        state.setdefault(index_of[name], {})[slot] = tensor
+        state.setdefault(index_of[name], {})[slot] = _like(tensor, params[name])
     param_groups = [{**g, "params": [index_of[n] for n in g["params"]]} for g in groups]
     optimizer.load_state_dict({"state": state, "param_groups": param_groups})

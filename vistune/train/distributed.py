@@ -68,19 +68,17 @@ def all_reduce_sum(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return value
 
 
-def wrap_model(model: nn.Module, env: DistEnv, strategy: str, *, may_skip_params: bool) -> nn.Module:
+def wrap_model(model: nn.Module, env: DistEnv, strategy: str) -> nn.Module:
     """DDP or FSDP2 around `model` (unchanged for one process).
 
-    may_skip_params: some micro-batches leave trainable parameters unused (text-only records never reach the
-    projector), which DDP must be told about.
+    Every trainable parameter gets a gradient in every micro-batch (the trainer gives the image path a zero term
+    in text-only batches), so DDP needs no `find_unused_parameters` graph walk.
     """
     if not env.distributed:
         return model
     if strategy == "ddp":
         device_ids = [env.device.index] if env.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(
-            model, device_ids=device_ids, find_unused_parameters=may_skip_params
-        )
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if strategy == "fsdp":
         return _fully_shard(model)
     raise VistuneError(f"train.dist.strategy={strategy!r}: use ddp or fsdp")
@@ -89,12 +87,12 @@ def wrap_model(model: nn.Module, env: DistEnv, strategy: str, *, may_skip_params
 def _fully_shard(model: nn.Module) -> nn.Module:
     from torch.distributed.fsdp import fully_shard
 
-    # Shard each decoder layer (the unit of compute), then the rest of the language model; the frozen vision
-    # tower and the small projector stay replicated.
-    layers = _decoder_layers(model.language_model)
-    for layer in layers:
+    # Shard each decoder layer (the unit of compute), then the root: the root's forward is what unshards the
+    # remaining parameters (embeddings, head, vision tower, projector), and VistuneModel reaches the embeddings
+    # directly (to splice images in), not through the language model's forward.
+    for layer in _decoder_layers(model.language_model):
         fully_shard(layer)
-    fully_shard(model.language_model)
+    fully_shard(model)
     return model
 
 

@@ -29,7 +29,13 @@ from vistune.data.images import load_image
 from vistune.data.records import read_records
 from vistune.errors import VistuneError
 from vistune.train import distributed as D
-from vistune.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vistune.train.checkpoint import (
+    full_tensor,
+    is_sharded,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from vistune.train.components import (
     apply_trainability,
     build_components,
@@ -89,12 +95,12 @@ class Trainer:
             min_batch_size=env.world_size,
         )
         self.total_steps = self.plan.total_steps(cfg.train.epochs, cfg.train.max_steps)
+        # Wrap before building the optimizer: FSDP replaces the parameters with sharded ones.
+        self.wrapped = D.wrap_model(self.model, env, cfg.train.dist.strategy)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)
         self.autocast, self.scaler = _precision(cfg.train.precision, env.device)
         self.start_step = self._maybe_resume()
-        text_only = any(not h for h in self.dataset.has_image)
-        self.wrapped = D.wrap_model(self.model, env, cfg.train.dist.strategy, may_skip_params=text_only)
         self.collator = Collator(self.parts.tokenizer.pad_token_id)
 
     # ------------------------------------------------------------------------------------------------- setup
@@ -260,9 +266,10 @@ class Trainer:
                     out = self.wrapped(**batch.model_inputs(self.env.device))
                 token_loss_sum = out.loss.float() * out.num_supervised_tokens  # mean -> sum over this batch
                 objective = token_loss_sum * scale
-                if not objective.requires_grad:
-                    # Nothing trainable took part (a text-only batch in stage 1): a zero-gradient backward keeps
-                    # every process's gradient all-reduce in step.
+                if batch.pixel_values is None and batch.vision_features is None:
+                    # A text-only batch never reaches the image path; a zero-valued term gives its trainable
+                    # parameters a (zero) gradient, so DDP and FSDP reduce the same tensors in every process
+                    # (and stage 1, where nothing else trains, still has a graph to run backward through).
                     objective = objective + self._zero_touch()
                 self.scaler.scale(objective).backward()
             loss_sum += token_loss_sum.detach().double()
@@ -275,7 +282,8 @@ class Trainer:
         return loss, grad_norm, int(global_samples)
 
     def _zero_touch(self) -> torch.Tensor:
-        return sum(p.sum() * 0.0 for g in self.optimizer.param_groups for p in g["params"])  # type: ignore[return-value]
+        image_path = [*self.model.vision.parameters(), *self.model.projector.parameters()]
+        return sum(p.sum() * 0.0 for p in image_path if p.requires_grad)  # type: ignore[return-value]
 
     def _optimizer_step(self) -> float:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -346,13 +354,27 @@ class Trainer:
         """Final artifacts (main process): projector, model or adapter, loss PNG, bad records, summary."""
         self._checkpoint(step)
         summary: dict[str, Any] = {}
+        model = self._whole_model()
         if self.env.is_main:
-            summary = self._write_outputs(step)
+            summary = self._write_outputs(step, model)
         D.barrier(self.env)
         return summary
 
-    def _write_outputs(self, step: int) -> dict[str, Any]:
-        model, cfg = self.model, self.cfg
+    def _whole_model(self) -> Any:
+        """The model with whole (unsharded) weights for saving: itself, or under FSDP an unsharded rebuild on the
+        main process that receives the gathered weights (gathering is a collective, so every process takes part)."""
+        if not is_sharded(self.model):
+            return self.model
+        state = {k: full_tensor(v) for k, v in self.model.state_dict().items()}
+        if not self.env.is_main:
+            return None
+        parts = build_components(self.cfg.model, template=self.parts.template, seed=self.cfg.train.seed)
+        apply_trainability(parts.model, self.cfg.model, self.cfg.optim)
+        parts.model.load_state_dict(state, strict=True)
+        return parts.model
+
+    def _write_outputs(self, step: int, model: Any) -> dict[str, Any]:
+        cfg = self.cfg
         if model.trainable.projector:
             save_projector(model, self.out)
         if cfg.model.lora.enabled:
