@@ -49,8 +49,10 @@ def test_registered_tower_loads_its_pretrained_weights(tmp_path):
 
 
 def test_scene_targets_name_the_right_cells_and_counts():
-    patch, cell, shape_counts, total = scene_targets(_scene(), SMALL)
+    patch, cell, shape_counts, total, places = scene_targets(_scene(), SMALL)
     assert total == 2
+    assert places[0 * len(SHAPES) + SHAPES.index("star")] == 1 + 2  # red star: cell (0, 2)
+    assert (places > 0).sum() == 2
     assert shape_counts[SHAPES.index("star")] == 1 and shape_counts.sum() == 2
     assert cell[2].tolist() == [1, SHAPES.index("star") + 1, 3]  # red is color 0; large is size 2
     assert cell[4, 1] == SHAPES.index("circle") + 1 and (cell[[0, 1, 3, 5, 6, 7, 8]] == 0).all()

@@ -26,6 +26,11 @@ def demo(
     preset: str = typer.Option("world", "--preset", help="world (tiny parts pretrained on the world)."),
     ablation: bool = typer.Option(False, "--ablation", help="Also run and tabulate the ablations."),
     seed: int = typer.Option(0, "--seed"),
+    reuse: bool = typer.Option(
+        False,
+        "--reuse",
+        help="Skip preparation steps (world, data, encoder, LM) already done with the same settings.",
+    ),
 ) -> None:
     from vistune.demo.pipeline import check_out_dir, run_demo, seed_everything
     from vistune.demo.settings import preset as get_preset
@@ -34,7 +39,7 @@ def demo(
     check_out_dir(out)
     settings = replace(get_preset("fast" if fast else preset), seed=seed)
     seed_everything(seed)
-    run_demo(out, settings, ablation=ablation, say=typer.echo)
+    run_demo(out, settings, ablation=ablation, reuse=reuse, say=typer.echo)
 
 
 def register(app: typer.Typer) -> None:

@@ -326,14 +326,18 @@ def train_stages(
     steps: Steps,
     *,
     prefix: str = "",
-    stage1: bool = True,
+    stage1: bool | str = True,
     stage2_data: str = "stage2.json",
 ) -> Path:
-    """Stage 1 (projector on captions, `plain` template) then stage 2 (projector + LM); returns the model dir."""
+    """Stage 1 (projector on captions, `plain` template) then stage 2 (projector + LM); returns the model dir.
+
+    stage1: True to train it, False to skip it (stage 2 starts from a random projector), or the path of a stage-1
+    projector to reuse.
+    """
     from vistune.train.trainer import train
 
-    init_projector = None
-    if stage1:
+    init_projector = stage1 if isinstance(stage1, str) else None
+    if stage1 is True:
         with steps.step(f"{prefix}stage 1: align the projector on captions"):
             cfg = stage_config(
                 paths,
@@ -377,30 +381,78 @@ def evaluate_step(model_dir: Path, world, val: list, s: DemoSettings) -> dict[st
     )
 
 
+class Reuse:
+    """With `--reuse`, a preparation step whose settings are unchanged since it last finished is skipped.
+
+    Each finished step writes `.done/<name>.json` with the settings it depends on, its upstream steps' settings
+    included (their outputs are deterministic for them); a step is reused only if that record equals the current
+    settings, so a changed setting reruns the step and every step that depends on it.
+    """
+
+    def __init__(self, out: Path, enabled: bool) -> None:
+        self.dir, self.enabled = out / ".done", enabled
+
+    def has(self, name: str, depends: dict[str, Any]) -> bool:
+        marker = self.dir / f"{name}.json"
+        return self.enabled and marker.is_file() and json.loads(marker.read_text()) == _jsonable(depends)
+
+    def mark(self, name: str, depends: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / f"{name}.json").write_text(json.dumps(_jsonable(depends), sort_keys=True))
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(data))  # tuples -> lists, so a record read back compares equal
+
+
 def run_demo(
-    out: str | Path, s: DemoSettings, *, ablation: bool = False, say: Callable[[str], None] = print
+    out: str | Path,
+    s: DemoSettings,
+    *,
+    ablation: bool = False,
+    reuse: bool = False,
+    say: Callable[[str], None] = print,
 ) -> DemoResult:
     """Run every step; write `report.md` and `results.json` into `out`."""
     from vistune.demo.report import write_report
+    from vistune.world.build import WorldPaths
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     paths = DemoPaths(Path(out))
     paths.out.mkdir(parents=True, exist_ok=True)
     steps = Steps(8 + (7 if ablation else 0), say)
+    cache = Reuse(paths.out, reuse)
+    depends = {"seed": s.seed, "image_size": s.image_size, "train": s.train_images, "val": s.val_images}
     with steps.step(
         f"build the world ({s.train_images} train + {s.val_images} held-out images, {s.image_size} px)"
     ):
-        world = build_world_step(paths, s)
+        world = WorldPaths(paths.world) if cache.has("world", depends) else build_world_step(paths, s)
+        cache.mark("world", depends)
         train_truths, val_truths = load_truths(world, "train"), load_truths(world, "val")
+    depends = {**depends, "teacher": s.teacher_images, "closed": s.closed_rounds, "flavors": s.flavors}
     with steps.step(
         "instruction data (teacher: rule-based `world`; stage-1 captions; short-answer questions)"
     ):
-        datagen_step(paths, s, world, train_truths, say)
+        if not cache.has("data", depends):
+            datagen_step(paths, s, world, train_truths, say)
+        cache.mark("data", depends)
+    encoder_depends = {**depends, "encoder": asdict(s.encoder), "train": asdict(s.encoder_train)}
     with steps.step("pretrain the vision encoder on the world (dense per-region targets), then freeze it"):
-        encoder_metrics, _ = encoder_step(paths, s, world, train_truths, val_truths)
+        if cache.has("encoder", encoder_depends):
+            encoder_metrics = json.loads((paths.encoder.parent / "metrics.json").read_text())["val"]
+        else:
+            encoder_metrics, _ = encoder_step(paths, s, world, train_truths, val_truths)
+        cache.mark("encoder", encoder_depends)
         say("    held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in encoder_metrics.items()))
+    lm_depends = {
+        **depends,
+        "lm": asdict(s.language),
+        "train": asdict(s.language_train),
+        "template": s.template,
+    }
     with steps.step("pretrain the language model on the world's text"):
-        language_step(paths, s)
+        if not cache.has("lm", lm_depends):
+            language_step(paths, s)
+        cache.mark("lm", lm_depends)
     model_dir = train_stages(paths, s, steps)
     with steps.step(f"evaluate on {s.eval_images} held-out images"):
         scores = evaluate_step(model_dir, world, val_truths, s)
@@ -427,7 +479,14 @@ def run_ablations(paths, s, steps, world, train_truths, val_truths, say) -> dict
         out["without stage 1"] = evaluate_step(model_dir, world, val_truths, s)
     captions_only = paths.data / "stage2_captions.json"
     captions_only.write_text((paths.data / "stage1.json").read_text())
-    model_dir = train_stages(paths, s, steps, prefix="captions_", stage2_data="stage2_captions.json")
+    model_dir = train_stages(
+        paths,
+        s,
+        steps,
+        prefix="captions_",
+        stage1=str(paths.stage("stage1") / "projector.safetensors"),  # the same stage 1 as the full method
+        stage2_data="stage2_captions.json",
+    )
     with steps.step("evaluate: stage 2 on captions only"):
         out["stage 2 on captions only (no instruction data)"] = evaluate_step(model_dir, world, val_truths, s)
     random_paths = DemoPaths(paths.out / "random_encoder")
