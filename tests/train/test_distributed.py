@@ -3,12 +3,14 @@ FSDP2 (sharded decoder layers), the latter also stopped and resumed from its sha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,6 +18,23 @@ import yaml
 from tests.train.conftest import tiny_config
 from vistune.train.config import train_config_from_dict
 from vistune.train.trainer import train
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids below `pid` (from /proc), deepest first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return _descendants_from(children, pid)
+
+
+def _descendants_from(children: dict[int, list[int]], pid: int) -> list[int]:
+    out: list[int] = []
+    for child in children.get(pid, []):
+        out += [*_descendants_from(children, child), child]
+    return out
 
 
 def _torchrun(config_file, *overrides: str) -> None:
@@ -33,23 +52,31 @@ def _torchrun(config_file, *overrides: str) -> None:
         start_new_session=True,
     )
     try:
-        _, stderr = proc.communicate(timeout=500)
+        _, stderr = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in [*_descendants(proc.pid), proc.pid]:  # workers may sit in sessions of their own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.communicate()
-        pytest.fail("torchrun did not finish within 500 s")
+        pytest.fail("torchrun did not finish within 300 s")
     assert proc.returncode == 0, stderr[-3000:]
 
 
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed_zero2"])
 def test_torchrun_two_processes_match_one(strategy, tiny_world, tmp_path):
     sections = {"train": {"max_steps": 4, "micro_batch_size": 2}}
     single = train(train_config_from_dict(tiny_config(tiny_world, tmp_path / "one", stage=2, **sections)))
 
     cfg = tiny_config(tiny_world, tmp_path / "two", stage=2, **sections)
     cfg["train"]["dist"] = {"strategy": strategy}
+    if (
+        strategy == "deepspeed_zero2"
+    ):  # a DeepSpeed ZeRO-2 config, run as FSDP2 without resharding after forward
+        cfg["train"]["dist"] = {
+            "deepspeed": str(Path(__file__).parents[2] / "configs" / "deepspeed_zero2.json")
+        }
     config_file = tmp_path / "two.yaml"
     config_file.write_text(yaml.safe_dump(cfg))
     if strategy == "fsdp":  # stop after 2 steps, then the same command resumes

@@ -141,12 +141,25 @@ class OptimConfig:
 
 @dataclass
 class DistConfig:
-    """Multi-process training. Launch with `torchrun --nproc_per_node N` (or `accelerate launch --config_file`)."""
+    """Multi-process training on torch's engines. Launch with `torchrun --nproc_per_node N --no-python vistune
+    train ...`, or `accelerate launch --config_file X` (its DDP / FSDP settings are honoured).
 
-    strategy: Strategy = (
-        "ddp"  # fsdp: shard the language model's decoder layers (LLMs too big for one device)
-    )
+    strategy: ddp (replicas) or fsdp (FSDP2: decoder layers sharded; for LLMs too big for one device).
+    deepspeed: a DeepSpeed JSON config: its ZeRO stage and offload settings are mapped onto FSDP2 (stage 3: shard
+        parameters too, re-gathered per use; stages 1-2: gradients and optimizer state sharded, parameters kept
+        whole between forward and backward), and its batch sizes are checked against this config.
+    cpu_offload: FSDP only: keep sharded parameters, gradients and optimizer state in CPU memory.
+    """
+
+    strategy: Strategy = "ddp"
     backend: str | None = None  # default: nccl on CUDA, gloo on CPU
+    deepspeed: str | None = None
+    reshard_after_forward: bool = True  # FSDP: free gathered parameters after forward (ZeRO-3 behaviour)
+    cpu_offload: bool = False
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("ddp", "fsdp"):
+            raise VistuneError(f"train.dist.strategy={self.strategy!r}: use ddp or fsdp")
 
 
 @dataclass

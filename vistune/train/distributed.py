@@ -6,15 +6,19 @@ which sets the same environment). One process per device; on CPU the gloo backen
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from vistune.errors import VistuneError
+from vistune.train.config import DistConfig
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,60 @@ def all_reduce_sum(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return value
 
 
-def wrap_model(model: nn.Module, env: DistEnv, strategy: str) -> nn.Module:
+def resolve_dist(cfg: DistConfig, *, global_batch: int, micro_batch: int, world_size: int) -> DistConfig:
+    """The effective settings: the config, overridden by an `accelerate launch` FSDP config (environment) or
+    mapped from a DeepSpeed ZeRO config file."""
+    env = os.environ
+    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and cfg.deepspeed is None:
+        path = env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+        if path:
+            cfg = dataclasses.replace(cfg, deepspeed=path)
+        else:
+            stage = int(env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2"))
+            return dataclasses.replace(cfg, strategy="fsdp", reshard_after_forward=stage >= 3)
+    if env.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return dataclasses.replace(
+            cfg,
+            strategy="fsdp",
+            reshard_after_forward=env.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() == "true",
+            cpu_offload=env.get("FSDP_OFFLOAD_PARAMS", "false").lower() == "true",
+        )
+    if cfg.deepspeed is not None:
+        return _from_deepspeed(cfg, global_batch=global_batch, micro_batch=micro_batch, world_size=world_size)
+    return cfg
+
+
+def _from_deepspeed(cfg: DistConfig, *, global_batch: int, micro_batch: int, world_size: int) -> DistConfig:
+    path = Path(cfg.deepspeed or "")
+    try:
+        ds = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise VistuneError(
+            f"train.dist.deepspeed: cannot read {path} as a DeepSpeed JSON config ({err})"
+        ) from None
+    expected = {
+        "train_batch_size": global_batch,
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": global_batch // (micro_batch * world_size),
+    }
+    for key, ours in expected.items():
+        value = ds.get(key, "auto")
+        if value != "auto" and int(value) != ours:
+            raise VistuneError(
+                f"{path}: {key}={value} but this run has {ours} (from train.global_batch_size / "
+                f'train.micro_batch_size and {world_size} process(es)); set it to "auto" or make them agree'
+            )
+    zero = ds.get("zero_optimization", {})
+    stage = int(zero.get("stage", 0))
+    offload = any(
+        zero.get(k, {}).get("device", "none") == "cpu" for k in ("offload_param", "offload_optimizer")
+    )
+    if stage == 0:  # plain data parallelism
+        return dataclasses.replace(cfg, strategy="ddp")
+    return dataclasses.replace(cfg, strategy="fsdp", reshard_after_forward=stage >= 3, cpu_offload=offload)
+
+
+def wrap_model(model: nn.Module, env: DistEnv, cfg: DistConfig) -> nn.Module:
     """DDP or FSDP2 around `model` (unchanged for one process).
 
     Every trainable parameter gets a gradient in every micro-batch (the trainer gives the image path a zero term
@@ -76,23 +133,28 @@ def wrap_model(model: nn.Module, env: DistEnv, strategy: str) -> nn.Module:
     """
     if not env.distributed:
         return model
-    if strategy == "ddp":
+    if cfg.strategy == "ddp":
         device_ids = [env.device.index] if env.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    if strategy == "fsdp":
-        return _fully_shard(model)
-    raise VistuneError(f"train.dist.strategy={strategy!r}: use ddp or fsdp")
+    return _fully_shard(model, cfg)
 
 
-def _fully_shard(model: nn.Module) -> nn.Module:
-    from torch.distributed.fsdp import fully_shard
+def _fully_shard(model: nn.Module, cfg: DistConfig) -> nn.Module:
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
+    kwargs = {
+        "reshard_after_forward": cfg.reshard_after_forward,
+        "offload_policy": CPUOffloadPolicy() if cfg.cpu_offload else OffloadPolicy(),
+    }
     # Shard each decoder layer (the unit of compute), then the root: the root's forward is what unshards the
     # remaining parameters (embeddings, head, vision tower, projector), and VistuneModel reaches the embeddings
     # directly (to splice images in), not through the language model's forward.
     for layer in _decoder_layers(model.language_model):
-        fully_shard(layer)
-    fully_shard(model)
+        fully_shard(layer, **kwargs)
+    # The root keeps its parameters gathered from forward to backward (FSDP's default for a root): the trainer's
+    # zero term for text-only batches reads the projector's parameters between the two, which must not trigger
+    # a collective that only some processes run.
+    fully_shard(model, offload_policy=kwargs["offload_policy"])
     return model
 
 

@@ -96,7 +96,13 @@ class Trainer:
         )
         self.total_steps = self.plan.total_steps(cfg.train.epochs, cfg.train.max_steps)
         # Wrap before building the optimizer: FSDP replaces the parameters with sharded ones.
-        self.wrapped = D.wrap_model(self.model, env, cfg.train.dist.strategy)
+        self.dist = D.resolve_dist(
+            cfg.train.dist,
+            global_batch=cfg.train.global_batch_size,
+            micro_batch=self.micro,
+            world_size=env.world_size,
+        )
+        self.wrapped = D.wrap_model(self.model, env, self.dist)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)
         self.autocast, self.scaler = _precision(cfg.train.precision, env.device)
