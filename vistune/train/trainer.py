@@ -70,14 +70,15 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 class Trainer:
+    """One stage's run: everything is built in `__init__` (model, data, plan, optimizer, resume); `run()` trains."""
+
     def __init__(self, cfg: TrainConfig, env: D.DistEnv) -> None:
         self.cfg = cfg
         self.env = env
         self.out = Path(cfg.train.output_dir)
         self.bad_records: list[dict[str, str]] = []
-        _seed_everything(
-            cfg.train.seed
-        )  # before building: random-init weights are identical in every process
+        # Seeded before building, so randomly initialized weights are identical in every process.
+        _seed_everything(cfg.train.seed)
         self.parts = build_components(cfg.model, template=cfg.data.template, seed=cfg.train.seed)
         apply_trainability(self.parts.model, cfg.model, cfg.optim)
         self.model = self.parts.model.to(env.device)
