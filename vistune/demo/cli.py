@@ -26,6 +26,11 @@ def demo(
     preset: str = typer.Option("world", "--preset", help="world (tiny parts pretrained on the world)."),
     ablation: bool = typer.Option(False, "--ablation", help="Also run and tabulate the ablations."),
     seed: int = typer.Option(0, "--seed"),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="CPU threads for torch (default: all cores; 1 is faster on a busy shared machine).",
+    ),
     reuse: bool = typer.Option(
         False,
         "--reuse",
@@ -37,6 +42,10 @@ def demo(
     from vistune.demo.settings import replace
 
     check_out_dir(out)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     settings = replace(get_preset("fast" if fast else preset), seed=seed)
     seed_everything(seed)
     run_demo(out, settings, ablation=ablation, reuse=reuse, say=typer.echo)

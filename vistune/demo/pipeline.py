@@ -113,7 +113,11 @@ def build_world_step(paths: DemoPaths, s: DemoSettings):
     from vistune.world.build import build_world
 
     return build_world(
-        paths.world, {"train": s.train_images, "val": s.val_images}, seed=s.seed, size=s.image_size
+        paths.world,
+        {"train": s.train_images, "val": s.val_images},
+        seed=s.seed,
+        size=s.image_size,
+        config=s.world,
     )
 
 
@@ -421,7 +425,13 @@ def run_demo(
     paths.out.mkdir(parents=True, exist_ok=True)
     steps = Steps(8 + (7 if ablation else 0), say)
     cache = Reuse(paths.out, reuse)
-    depends = {"seed": s.seed, "image_size": s.image_size, "train": s.train_images, "val": s.val_images}
+    depends = {
+        "seed": s.seed,
+        "image_size": s.image_size,
+        "train": s.train_images,
+        "val": s.val_images,
+        "world": asdict(s.world),
+    }
     with steps.step(
         f"build the world ({s.train_images} train + {s.val_images} held-out images, {s.image_size} px)"
     ):

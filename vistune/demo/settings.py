@@ -9,6 +9,7 @@ from vistune.demo.encoder import WorldEncoderOptions
 from vistune.demo.language import LanguageModelOptions, LanguagePretrainConfig
 from vistune.demo.pretrain_vision import EncoderPretrainConfig
 from vistune.errors import VistuneError
+from vistune.world.scene import WorldConfig
 
 
 @dataclass
@@ -27,6 +28,9 @@ class DemoSettings:
 
     seed: int = 0
     image_size: int = 72
+    world: WorldConfig = field(
+        default_factory=WorldConfig
+    )  # which shapes / colors / object counts scenes have
     train_images: int = 2000
     val_images: int = 200
     # Train images the teacher writes conversation / detail / reasoning data for. Fewer than all: with perfect
