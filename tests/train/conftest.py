@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vistune.config import to_dict
-from vistune.testing import make_tiny_tokenizer, tiny_model_config
+from vistune.testing import make_tiny_tokenizer
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), "yellow": (230, 220, 40)}
 SHAPES = ["circle", "square", "triangle"]
@@ -90,45 +89,3 @@ def tiny_world(tmp_path_factory) -> dict[str, Path]:
         "stage2": root / "stage2.jsonl",
         "val": root / "val.json",
     }
-
-
-def tiny_config(world: dict[str, Path], out: Path, *, stage: int = 1, **sections) -> dict:
-    """A train config dict for the tiny world; `sections` update the model/data/train/optim sections."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(world["tokenizer"]))
-    model_cfg = tiny_model_config(
-        vocab_size=len(tok),
-        template="plain" if stage == 1 else "vicuna_v1",
-        text_overrides={
-            "bos_token_id": tok.bos_token_id,
-            "eos_token_id": tok.eos_token_id,
-            "pad_token_id": tok.pad_token_id,
-        },
-    )
-    cfg = {
-        "name": f"tiny-stage{stage}",
-        "model": {
-            "config": to_dict(model_cfg),
-            "tokenizer": str(world["tokenizer"]),
-            "trainable": {"vision": False, "projector": True, "language_model": stage == 2},
-        },
-        "data": {
-            "train": str(world["stage1" if stage == 1 else "stage2"]),
-            "image_folder": str(world["images"]),
-            "model_max_length": 128,
-        },
-        "train": {
-            "output_dir": str(out),
-            "seed": 0,
-            "epochs": 1,
-            "global_batch_size": 8,
-            "micro_batch_size": 4,
-            "progress": False,
-            "save_model": False,
-        },
-        "optim": {"lr": 1e-3 if stage == 1 else 1e-4, "projector_lr": 1e-3, "warmup_ratio": 0.1},
-    }
-    for name, values in sections.items():
-        cfg[name].update(values)
-    return cfg

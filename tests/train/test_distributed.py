@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from train_world import tiny_config
 
-from tests.train.conftest import tiny_config
 from vistune.train.config import train_config_from_dict
 from vistune.train.trainer import train
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
+from train_world import tiny_config
 
-from tests.train.conftest import tiny_config
 from vistune.train.config import train_config_from_dict
 from vistune.train.trainer import train
 
