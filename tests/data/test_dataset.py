@@ -48,3 +48,24 @@ def test_split_is_a_partition_over_ranks():
     # a short tail: 3 samples, micro 4, 2 processes -> both get samples
     parts = [split_global_batch([7, 8, 9], micro_batch_size=4, rank=r, world_size=2) for r in range(2)]
     assert parts == [[[7]], [[8, 9]]]
+
+
+def test_collator_pads_right_masks_padding_and_orders_images():
+    import torch
+
+    from vistune.data.dataset import Collator, Sample
+
+    a = Sample(
+        "a", torch.tensor([1, 5, 6]), torch.tensor([-100, -100, 6]), [], pixel_values=torch.zeros(1, 3, 2, 2)
+    )
+    b = Sample("b", torch.tensor([1, 7]), torch.tensor([-100, 7]), [], pixel_values=torch.ones(2, 3, 2, 2))
+    bad = Sample(
+        "c", torch.tensor([1]), torch.tensor([1]), ["x.png"], error="image file x.png cannot be read"
+    )
+    batch = Collator(pad_token_id=3)([a, bad, b])
+    assert batch.input_ids.tolist() == [[1, 5, 6], [1, 7, 3]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch.labels.tolist() == [[-100, -100, 6], [-100, 7, -100]]
+    assert batch.num_tokens == 2 and batch.record_ids == ["a", "b"]
+    assert batch.pixel_values[:, 0, 0, 0].tolist() == [0.0, 1.0, 1.0]  # a's image, then b's two
+    assert batch.dropped == [{"id": "c", "reason": "image file x.png cannot be read"}]
