@@ -178,6 +178,21 @@ def test_gradient_checkpointing_keeps_loss_and_grads(tiny_model, tiny_tokenizer)
         assert torch.allclose(g, p.grad, atol=1e-6)
 
 
+def test_gradient_checkpointing_with_a_frozen_lm_trains_the_projector(tiny_model, tiny_tokenizer):
+    """Stage 1 with checkpointing: the LM is frozen, so the embedding output is a leaf the splice writes into."""
+    ids, mask, labels, pixels = _mixed_batch(tiny_tokenizer.pad_token_id)
+    tiny_model.set_trainable(vision=False, projector=True, language_model=False)
+    tiny_model.train()
+    tiny_model(ids, mask, labels, pixel_values=pixels).loss.backward()
+    grads = [p.grad.clone() for p in tiny_model.projector.parameters()]
+    tiny_model.zero_grad()
+    tiny_model.gradient_checkpointing_enable()
+    tiny_model.language_model.train()  # HF checkpoints only in train mode
+    tiny_model(ids, mask, labels, pixel_values=pixels).loss.backward()
+    for g, p in zip(grads, tiny_model.projector.parameters(), strict=True):
+        assert torch.allclose(g, p.grad, atol=1e-6)
+
+
 def test_lm_with_logit_softcapping_uses_its_own_loss(tiny_tokenizer):
     """Gemma-2 caps logits in its head: the supervised-only shortcut must not bypass that."""
     from vistune.testing import build_tiny_model

@@ -94,6 +94,11 @@ class VistuneModel(nn.Module):
             lm.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
         else:  # transformers 4.x
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+        # transformers also hooks the input embeddings to return a leaf that requires grad (needed only by reentrant
+        # checkpointing of frozen models); the splice writes image features into that leaf in place, which autograd
+        # refuses. Non-reentrant checkpointing needs no such hook.
+        if hasattr(lm, "disable_input_require_grads"):
+            lm.disable_input_require_grads()
 
     @property
     def device(self) -> torch.device:

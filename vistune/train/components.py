@@ -105,12 +105,6 @@ def apply_trainability(model: Any, section: ModelSection, optim: OptimConfig) ->
         add_lora(model, section.lora)
     if section.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-        # transformers' enable also hooks the input embeddings to return a leaf that requires grad (for reentrant
-        # checkpointing of frozen models); the splice then writes into that leaf in place and autograd refuses.
-        # Non-reentrant checkpointing (what VistuneModel uses) needs no such hook.
-        lm = model.language_model
-        if hasattr(lm, "disable_input_require_grads"):
-            lm.disable_input_require_grads()
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
