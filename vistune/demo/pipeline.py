@@ -207,7 +207,7 @@ def encoder_step(
     encoder, heads, losses = pretrain_encoder(
         s.encoder, train_px, train_t, s.encoder_train, on_step=_every(50, "encoder")
     )
-    metrics = evaluate_encoder(encoder, heads, val_px, val_t)
+    metrics = evaluate_encoder(encoder, heads, val_px, val_t, summary=s.encoder_train.scene_summary)
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(paths.encoder))
     (paths.encoder.parent / "metrics.json").write_text(json.dumps({"val": metrics, "losses": losses}))
     return metrics, losses

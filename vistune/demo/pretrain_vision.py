@@ -143,8 +143,9 @@ def _losses(
             .mean(),
             "total": (total_logits.argmax(-1) == t.total[:, None]).float().mean(),
             "shape_counts": (shape_logits.argmax(-1) == shape_t).float().mean(),
-            "scene_summary": (place_logits.argmax(-1) == place_t).all(-1).float().mean(),
         }
+    if summary:
+        acc["scene_summary"] = (place_logits.argmax(-1) == place_t).all(-1).float().mean()
     return loss, acc
 
 
@@ -209,7 +210,12 @@ def _index(t: EncoderTargets, idx: torch.Tensor) -> EncoderTargets:
 
 @torch.no_grad()
 def evaluate_encoder(
-    encoder: WorldEncoder, heads: PretrainHeads, pixels: torch.Tensor, targets: EncoderTargets
+    encoder: WorldEncoder,
+    heads: PretrainHeads,
+    pixels: torch.Tensor,
+    targets: EncoderTargets,
+    *,
+    summary: bool = False,
 ) -> dict[str, float]:
     """Held-out accuracies of the pretraining read-outs (how much the frozen features know)."""
     sums: dict[str, float] = {}
@@ -217,7 +223,7 @@ def evaluate_encoder(
     for start in range(0, len(pixels), 256):
         idx = torch.arange(start, min(start + 256, len(pixels)))
         tokens, cells = encoder.dense(pixels[idx])
-        _, acc = _losses(heads, tokens, cells, _index(targets, idx))
+        _, acc = _losses(heads, tokens, cells, _index(targets, idx), summary=summary)
         for k, v in acc.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
         n += len(idx)

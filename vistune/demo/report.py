@@ -64,7 +64,16 @@ def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
             "",
             *example_text(result),
         ]
-    lines += ["", "## Chat with the model", "", "```", f"vistune chat --model {result.model_dir}", "```", ""]
+    image = Path(world.images("val")) / val_truths[0].file_name
+    lines += [
+        "",
+        "## Chat with the model",
+        "",
+        "```",
+        f"vistune chat --model {result.model_dir} --image {image}",
+        "```",
+        "",
+    ]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
