@@ -66,6 +66,14 @@ def test_every_fault_is_survived_with_nothing_lost_or_duplicated(world_files, tm
     assert saved["requests"] == 28 and saved["items_done"] == 18
 
 
+def test_a_reply_cut_off_before_any_success_is_retried_not_called_unreachable(world_files, tmp_path):
+    """The server was reached: a truncated body is a retryable fault even when it is the very first answer."""
+    with LoopbackChatServer(faults=["truncated"], retry_after=0.05) as server:
+        stats = _run(world_files, tmp_path / "data.json", server.base_url, concurrency=1)
+    assert server.served["truncated"] == 1
+    assert stats.items_done == 18 and stats.items_failed == 0 and stats.retries == 1
+
+
 def test_rejected_replies_are_logged_and_retried(world_files, tmp_path):
     seen: Counter[str] = Counter()
 

@@ -79,8 +79,11 @@ class OpenAITeacher:
             raise TeacherRequestError("request timed out") from None
         except openai.APIConnectionError as err:
             cause = err.__cause__ or err
+            # Only a failure to connect says the endpoint is unreachable; a reply cut off mid-body (the server was
+            # reached) is an ordinary retryable fault.
             raise TeacherRequestError(
-                f"connection error: {type(cause).__name__}: {cause}", connection=True
+                f"connection error: {type(cause).__name__}: {cause}",
+                connection=_failed_to_connect(cause),
             ) from None
         except (openai.APIResponseValidationError, ValueError) as err:  # malformed JSON and friends
             raise TeacherRequestError(f"malformed response: {type(err).__name__}: {str(err)[:200]}") from None
@@ -88,6 +91,17 @@ class OpenAITeacher:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _failed_to_connect(exc: BaseException | None) -> bool:
+    """True if the chain of causes holds a failure to connect. Matched by name: the openai client ships its own
+    httpx fork (`httpx2`), so `httpx.ConnectError` is not the class it raises."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if type(exc).__name__ == "ConnectError" or isinstance(exc, ConnectionRefusedError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _reply(response: object) -> TeacherReply:
