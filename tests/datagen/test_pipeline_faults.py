@@ -68,12 +68,25 @@ def test_every_fault_is_survived_with_nothing_lost_or_duplicated(world_files, tm
     assert saved["requests"] == 28 and saved["items_done"] == 18
 
 
-def test_a_reply_cut_off_before_any_success_is_retried_not_called_unreachable(world_files, tmp_path):
-    """The server was reached: a truncated body is a retryable fault even when it is the very first answer."""
-    with LoopbackChatServer(faults=["truncated"], retry_after=0.05) as server:
-        stats = _run(world_files, tmp_path / "data.json", server.base_url, concurrency=1)
-    assert server.served["truncated"] == 1
-    assert stats.items_done == 18 and stats.items_failed == 0 and stats.retries == 1
+def test_only_a_failure_to_connect_counts_as_unreachable():
+    """A reply cut off mid-body means the server was reached: retryable, never 'cannot reach'. Both errors come
+    from the real openai client (which wraps its own httpx fork)."""
+    import openai
+
+    from vistune.datagen.teachers.openai_teacher import _failed_to_connect
+
+    def error_from(base_url):
+        client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=5)
+        with pytest.raises(openai.APIConnectionError) as caught:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        return caught.value.__cause__
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    assert _failed_to_connect(error_from(closed))
+    with LoopbackChatServer(faults=["truncated"]) as server:
+        assert not _failed_to_connect(error_from(server.base_url))
 
 
 def test_rejected_replies_are_logged_and_retried(world_files, tmp_path):
