@@ -52,8 +52,6 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    # Importing the encoder registers the `world_encoder` vision tower, so `vistune chat/serve/eval` can load
-    # a demo model in the same process.
-    import vistune.demo.encoder  # noqa: F401
-
+    # No import of the encoder here: a saved demo model names the module that registers its `world_encoder`
+    # tower (config.json `vision.module`) and loading imports it, so `vistune --help` stays free of torch.
     app.command("demo", help=_HELP)(demo)
