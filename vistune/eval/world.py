@@ -265,35 +265,29 @@ def evaluate_model(
     truths = list(truths)[:max_images]
     questions = make_closed_questions(truths, seed=seed)
     images = _image_loader(Path(image_dir))
-    short = GenerationConfig(max_new_tokens=8)
-    answers: list[str] = []
-    for start in range(0, len(questions), batch_size):
-        chunk = questions[start : start + batch_size]
-        answers += generate_batch(
-            loaded.model,
-            loaded.tokenizer,
-            loaded.image_processor,
-            template,
-            [q.conversation() for q in chunk],
-            [[images(q.file_name)] for q in chunk],
-            short,
-        )
-        if on_progress is not None:
-            on_progress(f"{len(answers)}/{len(questions)} questions")
+
+    def answer(conversations: list, files: list[str], max_new_tokens: int, what: str) -> list[str]:
+        """Greedy answers in batches of `batch_size`, one image each."""
+        config = GenerationConfig(max_new_tokens=max_new_tokens)
+        out: list[str] = []
+        for start in range(0, len(conversations), batch_size):
+            out += generate_batch(
+                loaded.model,
+                loaded.tokenizer,
+                loaded.image_processor,
+                template,
+                conversations[start : start + batch_size],
+                [[images(f)] for f in files[start : start + batch_size]],
+                config,
+            )
+            if on_progress is not None:
+                on_progress(f"{len(out)}/{len(conversations)} {what}")
+        return out
+
+    answers = answer([q.conversation() for q in questions], [q.file_name for q in questions], 8, "questions")
     described = truths[:max_descriptions]
     prompt = [{"from": "human", "value": f"<image>\n{DETAIL_PROMPT}"}]
-    descriptions: list[str] = []
-    for start in range(0, len(described), batch_size):
-        chunk = described[start : start + batch_size]
-        descriptions += generate_batch(
-            loaded.model,
-            loaded.tokenizer,
-            loaded.image_processor,
-            template,
-            [prompt] * len(chunk),
-            [[images(t.file_name)] for t in chunk],
-            GenerationConfig(max_new_tokens=160),
-        )
+    descriptions = answer([prompt] * len(described), [t.file_name for t in described], 160, "descriptions")
     return {
         "closed": score_closed(questions, answers).to_dict(),
         "descriptions": score_descriptions(described, descriptions).to_dict(),
