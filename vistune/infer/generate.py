@@ -128,7 +128,6 @@ def _stops(template: Template, tokenizer, extra: Sequence[str]) -> list[str]:
     return [*template.stop_strings(tokenizer), *extra]
 
 
-@torch.inference_mode()
 def generate_reply(
     model,
     tokenizer,
@@ -141,33 +140,13 @@ def generate_reply(
 ) -> str:
     """Answer the last human turn of `conversation` (LLaVA format), streaming text to `on_text` if given."""
     config = config or GenerationConfig()
-    if config.seed is not None:
-        torch.manual_seed(config.seed)
-    prompt = build_prompt(conversation, template, tokenizer)
-    ids = encode_prompt(
-        prompt, tokenizer, num_image_tokens=model.num_image_tokens, image_token_id=model.image_token_id
-    )
-    check_prompt_length(model, len(ids))
-    device = next(model.parameters()).device
-    input_ids = torch.tensor([ids], device=device)
-    pixel_values = image_processor(list(images)).to(device) if images else None
     stops = _stops(template, tokenizer, config.stop)
     streamer = StopAwareStreamer(tokenizer, stops, on_text)
-    new_ids = model.generate(
-        input_ids=input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        pixel_values=pixel_values,
-        stop_strings=stops or None,
-        tokenizer=tokenizer,
-        streamer=streamer,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-        **config.hf_kwargs(),
-    )
-    text = tokenizer.decode(new_ids[0].tolist(), skip_special_tokens=True)
-    return cut_at_stop(text, stops)[0].strip()
+    return _generate(
+        model, tokenizer, image_processor, template, [conversation], [images], config, streamer=streamer
+    )[0]
 
 
-@torch.inference_mode()
 def generate_batch(
     model,
     tokenizer,
@@ -178,11 +157,27 @@ def generate_batch(
     config: GenerationConfig | None = None,
 ) -> list[str]:
     """Answer many conversations at once (left padding, one `generate` call). For evaluation."""
-    config = config or GenerationConfig()
     if len(conversations) != len(images):
         raise VistuneError(
             f"generate_batch: {len(conversations)} conversations but {len(images)} image lists"
         )
+    return _generate(
+        model, tokenizer, image_processor, template, conversations, images, config or GenerationConfig()
+    )
+
+
+@torch.inference_mode()
+def _generate(
+    model,
+    tokenizer,
+    image_processor,
+    template: Template,
+    conversations: Sequence[Conversation],
+    images: Sequence[Sequence[Image.Image]],
+    config: GenerationConfig,
+    streamer: StopAwareStreamer | None = None,
+) -> list[str]:
+    """Prompt -> ids per row, left-pad, one `model.generate`, decode and cut at the stop strings."""
     if config.seed is not None:
         torch.manual_seed(config.seed)
     rows = [
@@ -209,6 +204,7 @@ def generate_batch(
         pixel_values=pixel_values,
         stop_strings=stops or None,
         tokenizer=tokenizer,
+        streamer=streamer,
         pad_token_id=pad_id,
         **config.hf_kwargs(),
     )

@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
+from vistune.errors import VistuneError
 from vistune.infer.generate import Conversation, GenerationConfig, generate_reply
 from vistune.text.templates import get_template
 
@@ -101,7 +102,7 @@ def _config(req: ChatRequest, default: GenerationConfig) -> GenerationConfig:
             seed=req.seed,
             stop=stop,
         )
-    except Exception as err:  # VistuneError from validation
+    except VistuneError as err:  # invalid sampling settings
         raise HTTPException(400, str(err)) from None
 
 
