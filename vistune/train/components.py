@@ -36,6 +36,17 @@ def build_components(section: ModelSection, *, template: str | None = None, seed
             importlib.import_module(module)
         except ImportError as err:
             raise VistuneError(f"model.imports: cannot import {module!r} ({err})") from None
+    if section.lora.bits is not None and section.init is not None:
+        raise VistuneError(
+            f"model.lora.bits={section.lora.bits}: QLoRA quantizes the language model as it is loaded from "
+            "model.config.text_pretrained, but model.init loads a saved full-precision model; use model.config "
+            "(text_pretrained, plus model.init_projector for stage 2) or model.lora.bits=null"
+        )
+    if section.lora.bits is not None and section.trainable.language_model:
+        raise VistuneError(
+            f"model.lora.bits={section.lora.bits}: a quantized language model cannot be fully fine-tuned; set "
+            "model.trainable.language_model=false (and model.lora.enabled=true to train adapters on it)"
+        )
     if section.init is not None:
         from vistune.model.io import load_pretrained
 
@@ -55,7 +66,12 @@ def build_components(section: ModelSection, *, template: str | None = None, seed
             )
         tokenizer = _load_tokenizer(source)
         torch.manual_seed(seed)
-        model = build_model(section.config)
+        if section.lora.bits is not None:  # QLoRA: the language model is quantized as it loads
+            from vistune.train.lora import build_quantized_model
+
+            model = build_quantized_model(section.config, section.lora)
+        else:
+            model = build_model(section.config)
         image_processor = default_image_processor(model)
     template = template or model.config.template
     model.config = dataclasses.replace(model.config, template=template)  # saved with the model: never guessed

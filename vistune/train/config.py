@@ -39,11 +39,25 @@ class LoraConfig:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    bits: int | None = None  # 4 or 8: QLoRA (needs bitsandbytes and a CUDA device)
+    # QLoRA: load the language model (model.config.text_pretrained) quantized by bitsandbytes, frozen, with the
+    # adapters on top: 4 = NF4/FP4 weights (QLoRA), 8 = LLM.int8(). Works on CPU (bitsandbytes' CPU backend) and CUDA.
+    # Without `enabled` the quantized language model is simply frozen (the base merge-lora rebuilds; stage 1 over it).
+    bits: int | None = None
+    # 4-bit only: the data type (nf4 = QLoRA's NormalFloat, or fp4); double quantization (of the quantization
+    # constants too); the matmul dtype (auto: bf16 on CUDA where supported, else fp16; fp32 on CPU).
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         if self.bits not in (None, 4, 8):
             raise VistuneError(f"model.lora.bits={self.bits!r}: use 4, 8 or null")
+        if self.quant_type not in ("nf4", "fp4"):
+            raise VistuneError(f"model.lora.quant_type={self.quant_type!r}: use nf4 or fp4")
+        if self.compute_dtype not in ("auto", "fp32", "bf16", "fp16"):
+            raise VistuneError(
+                f"model.lora.compute_dtype={self.compute_dtype!r}: use auto, fp32, bf16 or fp16"
+            )
         if self.r <= 0:
             raise VistuneError(f"model.lora.r={self.r}: the LoRA rank must be positive")
 

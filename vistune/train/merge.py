@@ -13,7 +13,8 @@ from vistune.train.lora import BASE_FILE, load_adapter, merge_lora
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
-    """Rebuild the base from the adapter's `base.json`, load the adapter and projector, merge, save."""
+    """Rebuild the base from the adapter's `base.json` (quantized again for QLoRA), load the adapter and projector,
+    merge, save a plain model."""
     from vistune.model.io import save_pretrained
 
     adapter_dir = Path(adapter_dir)
@@ -26,7 +27,8 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     section = from_dict(ModelSection, base["model"], where=f"{base_file}: model")
     parts = build_components(section, template=base["template"], seed=base["seed"])
     load_adapter(parts.model, adapter_dir)
-    merge_lora(parts.model)
+    merge_lora(parts.model)  # a QLoRA base is dequantized here: the merged model is plain fp32
+    parts.model.to("cpu")  # a quantized language model is loaded on the GPU where there is one
     out = Path(out_dir)
     save_pretrained(out, parts.model, parts.tokenizer, parts.image_processor)
     return out
