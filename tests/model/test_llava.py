@@ -256,6 +256,54 @@ def test_build_from_pretrained_parts_gives_a_self_contained_config(tmp_path, tin
     assert torch.equal(model.language_model.lm_head.weight, lm.lm_head.weight)
 
 
+@pytest.mark.filterwarnings("ignore:MatMul8bitLt")  # LLM.int8 casts fp32 inputs to fp16
+@pytest.mark.parametrize("bits", [4, 8])
+def test_set_trainable_never_makes_quantized_weights_trainable(tiny_tokenizer, bits):
+    """build_model around an already-loaded LM holding a real bitsandbytes layer (QLoRA's case): integer weights
+    stay frozen whatever the flag, every floating-point part follows it, and the config forgets quantization."""
+    bnb = pytest.importorskip("bitsandbytes", reason="needs bitsandbytes (the `real` extra)")
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from vistune.model.llava import build_model
+    from vistune.testing import tiny_model_config
+
+    config = tiny_model_config(vocab_size=len(tiny_tokenizer))
+    text = dict(config.text_config)
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(text.pop("model_type"), **text))
+    attn = lm.model.layers[0].self_attn
+    if bits == 4:
+        layer = bnb.nn.Linear4bit(
+            attn.q_proj.in_features, attn.q_proj.out_features, bias=False, compute_dtype=torch.float32
+        )
+    else:
+        layer = bnb.nn.Linear8bitLt(
+            attn.q_proj.in_features, attn.q_proj.out_features, bias=False, has_fp16_weights=False
+        )
+    layer.weight.data = attn.q_proj.weight.data.clone()
+    attn.q_proj = layer.to("cpu")  # quantizes the weight
+    quantized = attn.q_proj.weight
+    assert quantized.dtype == (torch.uint8 if bits == 4 else torch.int8)
+    lm.config.quantization_config = {"load_in_4bit": bits == 4, "load_in_8bit": bits == 8}
+
+    model = build_model(config, language_model=lm)  # the constructor makes the LM trainable
+    assert model.language_model is lm and model.config.text_pretrained is None
+    assert "quantization_config" not in model.config.text_config
+    assert model.config.text_config["model_type"] == "llama"
+    floats = [p for p in lm.parameters() if p is not quantized]
+    assert not quantized.requires_grad and all(p.requires_grad for p in floats)
+    model.set_trainable(vision=False, projector=True, language_model=False)
+    assert not any(p.requires_grad for p in lm.parameters())
+    model.set_trainable(vision=False, projector=True, language_model=True)
+    assert not quantized.requires_grad and all(p.requires_grad for p in floats)
+
+    ids, mask, labels, pixels = _mixed_batch(tiny_tokenizer.pad_token_id)
+    model.train()
+    model(ids, mask, labels, pixel_values=pixels).loss.backward()
+    assert quantized.grad is None and lm.get_input_embeddings().weight.grad is not None
+    assert all(p.grad is not None for p in model.projector.parameters())
+
+
 def test_stop_strings_end_generation(tiny_model, tiny_tokenizer):
     ids, mask = pad_rows(_prompt_rows()[:1], pad_id=tiny_tokenizer.pad_token_id)
     pixels = torch.randn(1, 3, 32, 32)

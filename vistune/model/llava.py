@@ -64,10 +64,15 @@ class VistuneModel(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- trainability
     def set_trainable(self, *, vision: bool, projector: bool, language_model: bool) -> None:
-        """The one place that decides which parts train. Frozen parts get no grads and stay in eval mode."""
+        """The one place that decides which parts train. Frozen parts get no grads and stay in eval mode.
+
+        Only floating-point parameters are ever made trainable: quantized (bitsandbytes int8/uint8) weights of a
+        QLoRA language model cannot require grads and stay frozen whatever the flag; its adapters do the training.
+        """
         self.trainable = Trainable(vision=vision, projector=projector, language_model=language_model)
         for part, flag in self._parts(self.trainable):
-            part.requires_grad_(flag)
+            for param in part.parameters():
+                param.requires_grad_(flag and (param.is_floating_point() or param.is_complex()))
         self.train(self.training)
 
     def train(self, mode: bool = True) -> VistuneModel:
@@ -245,16 +250,24 @@ def _mismatch_message(num_images: int, num_positions: int, tokens_per_image: int
     )
 
 
-def build_model(config: ModelConfig) -> VistuneModel:
+def build_model(config: ModelConfig, *, language_model: nn.Module | None = None) -> VistuneModel:
     """Build a model from its config, loading `vision.pretrained` / `text_pretrained` weights if given.
 
+    `language_model`: an already-loaded causal LM to build around instead of loading `text_pretrained` /
+    building `text_config` (QLoRA passes its quantized LM); the rest is built and resolved exactly the same way.
+
     The model's own config (`model.config`) is a resolved copy: sub-model configs filled in, pretrained paths
-    cleared, so saving it gives a self-contained directory. The `config` passed in is not modified.
+    cleared, quantization settings dropped from the text config (a saved or merged model is a plain one), so saving
+    it gives a self-contained directory. The `config` passed in is not modified.
     """
     vision = build_vision_tower(config.vision)
-    language_model = _build_language_model(config)
+    if language_model is None:
+        language_model = _build_language_model(config)
     text_hidden = language_model.get_input_embeddings().weight.shape[1]
     projector = build_projector(config.projector, vision.hidden_size, text_hidden)
+    text_config = language_model.config.to_dict()
+    for key in _QUANTIZATION_KEYS:
+        text_config.pop(key, None)
     resolved = dataclasses.replace(
         config,
         vision=dataclasses.replace(
@@ -263,10 +276,14 @@ def build_model(config: ModelConfig) -> VistuneModel:
             pretrained=None,
             module=registering_module(config.vision.kind),
         ),
-        text_config=language_model.config.to_dict(),
+        text_config=text_config,
         text_pretrained=None,
     )
     return VistuneModel(resolved, vision, projector, language_model)
+
+
+# What transformers adds to a quantized LM's config; a VistuneModel's saved config never carries it.
+_QUANTIZATION_KEYS = ("quantization_config", "_pre_quantization_dtype")
 
 
 def _build_language_model(config: ModelConfig) -> nn.Module:

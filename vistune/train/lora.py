@@ -142,13 +142,10 @@ def load_quantized_language_model(path: str, cfg: LoraConfig) -> nn.Module:
 
 
 def build_quantized_model(config: Any, cfg: LoraConfig) -> Any:
-    """`build_model` for QLoRA (the same parts, built in the same order) with the language model loaded quantized
-    from `config.text_pretrained`. The model's config never mentions quantization: a merged model is a plain one."""
-    import dataclasses
-
-    from vistune.model.llava import VistuneModel
-    from vistune.model.projector import build_projector
-    from vistune.model.vision import build_vision_tower, registering_module
+    """`build_model` around the language model loaded quantized from `config.text_pretrained` (`set_trainable`
+    never makes integer weights trainable). The model's config never mentions quantization: a merged model is a
+    plain one."""
+    from vistune.model.llava import build_model
 
     if config.text_pretrained is None:
         raise VistuneError(
@@ -156,28 +153,7 @@ def build_quantized_model(config: Any, cfg: LoraConfig) -> Any:
             "model.config.text_pretrained, and this config builds it from text_config (random weights); "
             "set model.config.text_pretrained to a saved causal LM, or model.lora.bits=null"
         )
-    vision = build_vision_tower(config.vision)
-    language_model = load_quantized_language_model(config.text_pretrained, cfg)
-    text_hidden = language_model.get_input_embeddings().weight.shape[1]
-    projector = build_projector(config.projector, vision.hidden_size, text_hidden)
-    text_config = language_model.config.to_dict()
-    for key in ("quantization_config", "_pre_quantization_dtype"):
-        text_config.pop(key, None)
-    resolved = dataclasses.replace(
-        config,
-        vision=dataclasses.replace(
-            config.vision,
-            hf_config=vision.hf_config_dict,
-            pretrained=None,
-            module=registering_module(config.vision.kind),
-        ),
-        text_config=text_config,
-        text_pretrained=None,
-    )
-    # VistuneModel's constructor makes every part trainable, and integer (quantized) weights cannot require grads:
-    # construct it around an empty stand-in, then put the quantized language model in, frozen.
-    model = VistuneModel(resolved, vision, projector, nn.Module())
-    model.language_model = language_model
+    model = build_model(config, language_model=load_quantized_language_model(config.text_pretrained, cfg))
     model.set_trainable(vision=False, projector=True, language_model=False)
     return model
 
