@@ -279,49 +279,58 @@ def stage_config(
     stage: StageSettings,
     train_lm: bool,
     init_projector: str | None,
+    model_config: dict[str, Any] | None = None,
+    tokenizer: str | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ):
-    """The `vistune.train` config of one stage: built from parts (encoder file + pretrained LM)."""
-    from vistune.demo.encoder import vision_config
+    """The `vistune.train` config of one stage: built from parts (encoder file + pretrained LM).
+
+    model_config / tokenizer: other parts than the world preset's (its encoder file + tiny LM), e.g. real-small's;
+    overrides: keys merged into a section of the config (e.g. {"model": {"lora": {...}}, "optim": {...}}).
+    """
     from vistune.train.config import train_config_from_dict
 
-    model_config = {
-        "vision": asdict(vision_config(s.encoder, str(paths.encoder))),
-        "text_pretrained": str(paths.language_model),
-        "projector": s.projector,
-        "template": template,
-    }
-    return train_config_from_dict(
-        {
-            "name": name,
-            "model": {
-                "config": model_config,
-                "tokenizer": str(paths.language_model),
-                "init_projector": init_projector,
-                "trainable": {"vision": False, "projector": True, "language_model": train_lm},
-            },
-            "data": {
-                "train": str(paths.data / data),
-                "image_folder": str(paths.world / "train"),
-                "template": template,
-                "model_max_length": 512,
-                "cache_vision_features": True,
-                "feature_cache_dir": str(paths.feature_cache),
-            },
-            "train": {
-                "output_dir": str(paths.stage(name)),
-                "seed": s.seed,
-                "max_steps": stage.steps,
-                "global_batch_size": stage.batch_size,
-                "micro_batch_size": stage.batch_size,
-                "precision": "fp32",
-                "log_every": 1,
-                "resume": None,
-                "progress": True,
-            },
-            "optim": {"lr": stage.lr, "warmup_ratio": stage.warmup_ratio, "schedule": "cosine"},
+    if model_config is None:
+        from vistune.demo.encoder import vision_config
+
+        model_config = {
+            "vision": asdict(vision_config(s.encoder, str(paths.encoder))),
+            "text_pretrained": str(paths.language_model),
+            "projector": s.projector,
+        }
+    model_config = {**model_config, "template": template}
+    config = {
+        "name": name,
+        "model": {
+            "config": model_config,
+            "tokenizer": tokenizer or str(paths.language_model),
+            "init_projector": init_projector,
+            "trainable": {"vision": False, "projector": True, "language_model": train_lm},
         },
-        where=f"demo {name}",
-    )
+        "data": {
+            "train": str(paths.data / data),
+            "image_folder": str(paths.world / "train"),
+            "template": template,
+            "model_max_length": 512,
+            "cache_vision_features": True,
+            "feature_cache_dir": str(paths.feature_cache),
+        },
+        "train": {
+            "output_dir": str(paths.stage(name)),
+            "seed": s.seed,
+            "max_steps": stage.steps,
+            "global_batch_size": stage.batch_size,
+            "micro_batch_size": stage.batch_size,
+            "precision": "fp32",
+            "log_every": 1,
+            "resume": None,
+            "progress": True,
+        },
+        "optim": {"lr": stage.lr, "warmup_ratio": stage.warmup_ratio, "schedule": "cosine"},
+    }
+    for section, keys in (overrides or {}).items():
+        config[section] = {**config[section], **keys}
+    return train_config_from_dict(config, where=f"demo {name}")
 
 
 def train_stages(
