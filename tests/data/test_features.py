@@ -80,3 +80,12 @@ def test_bad_images_raise_or_are_reported(images, tmp_path):
     seen = []
     cache = F.open_feature_cache([bad, *paths], on_bad_image=lambda p, e: seen.append(p), **kw)
     assert seen == [bad] and bad not in cache and paths[0] in cache
+
+
+def test_fingerprint_covers_zero_dim_buffers():
+    """A conv tower's BatchNorm carries a 0-dim `num_batches_tracked` (efficientnet_lite0 does): it is hashed too."""
+    tower = CountingTower()
+    tower.vision = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    before, _ = F.tower_fingerprint(tower, _processor, "float32")
+    tower.vision[1].num_batches_tracked += 1
+    assert F.tower_fingerprint(tower, _processor, "float32")[0] != before

@@ -67,7 +67,8 @@ def tower_fingerprint(model: Any, image_processor: Any, dtype: str) -> tuple[str
         h.update(name.encode())
         t = tensor.detach().to("cpu").contiguous()
         h.update(str((t.dtype, tuple(t.shape))).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # 1-D before the byte view: a 0-dim buffer (BatchNorm's num_batches_tracked) has none of its own.
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:24], meta
 
 
