@@ -31,6 +31,7 @@ _SUBCOMMANDS: list[str] = [
     "vistune.model.cli",
     "vistune.infer.cli",
     "vistune.demo.cli",
+    "vistune.eval.cli",
     # END SUBCOMMANDS
 ]
 
