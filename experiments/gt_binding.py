@@ -1,0 +1,252 @@
+"""Can the demo's tiny language model bind a question to the right image token? Stage 2 with PERFECT image features.
+
+Throwaway research script (plain PyTorch + transformers, not the vistune trainer), kept so the figures in
+docs/demo.md ("Why closed-question accuracy is low") can be re-measured. Each of the 9 image tokens is the ground
+truth of one 3x3 grid cell (one-hot color, shape, size, empty flag, row/column code) through an MLP projector;
+the LM is the demo's (or a fresh Llama), trained on single-turn short-answer questions; every 100 steps it prints
+teacher-forced exact match per question type on held-out images, the first answer token's NLL per type, and how
+often a color answer names a color present in the image ("bag of colors").
+
+    vistune demo --out runs/demo                                  # for its lm/ (tokenizer + pretrained LM)
+    vistune world build --out runs/world20k --train 20000 --val 300 --size 72
+    python experiments/gt_binding.py NAME lm=runs/demo/lm world=runs/world20k ntrain=20000 steps=1500 [key=value]
+
+keys: types=color,shape,... (question types trained and scored), lr, bs, steps, ntrain, pre=0 (fresh LM: width,
+layers, heads, tie), multi=1 per=N (one multi-turn record per image), tmpl=chatml|v0|mini (mini: the answer
+follows the question directly), nosap=1 / sapfirst=1 (drop / move "Answer with a single word or phrase."),
+after=1 (image after the question), cur=N (first N steps on color questions only), fixproj=1 (a frozen random
+linear projector).
+"""
+
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from vistune.eval.world import make_closed_questions
+from vistune.text.tokenize import tokenize_conversation
+from vistune.world.truth import load_ground_truth
+from vistune.world.vocab import COLORS, SHAPES, SIZES
+
+args = dict(a.split("=") for a in sys.argv[2:])
+name = sys.argv[1]
+lr = float(args.get("lr", 1e-3))
+steps = int(args.get("steps", 600))
+bs = int(args.get("bs", 32))
+pre = args.get("pre", "1") == "1"
+width = int(args.get("width", 128))
+layers = int(args.get("layers", 4))
+multi = args.get("multi", "0") == "1"
+types = args.get("types", "color,shape,count,position,existence").split(",")
+tmpl = args.get("tmpl", "chatml")
+if tmpl == "mini":
+    from vistune.text.templates import Template
+
+    tmpl = Template(
+        name="mini",
+        description="",
+        user_format="{content}",
+        assistant_prefix="",
+        assistant_format=" {content}{eos}",
+    )
+img_after = args.get("after", "0") == "1"
+feat_scale = float(args.get("fscale", 1.0))
+ntrain = int(args.get("ntrain", 2000))
+torch.manual_seed(0)
+random.seed(0)
+lm_dir = Path(args.get("lm", "runs/demo/lm"))
+tok = AutoTokenizer.from_pretrained(lm_dir)
+if pre:
+    lm = LlamaForCausalLM.from_pretrained(lm_dir)
+else:
+    cfg = LlamaConfig.from_pretrained(lm_dir)
+    cfg.hidden_size = width
+    cfg.num_hidden_layers = layers
+    cfg.num_attention_heads = cfg.num_key_value_heads = int(args.get("heads", 4))
+    cfg.intermediate_size = 3 * width
+    cfg.head_dim = width // cfg.num_attention_heads
+    cfg.tie_word_embeddings = args.get("tie", "1") == "1"
+    lm = LlamaForCausalLM(cfg)
+H = lm.config.hidden_size
+cols = list(COLORS)
+shps = list(SHAPES)
+szs = list(SIZES)
+D = 9 + 9 + len(szs) + 1 + 6
+
+
+def feats(truth):
+    f = torch.zeros(9, D)
+    f[:, 0] = 1
+    f[:, 9] = 1
+    f[:, 18 + len(szs)] = 1
+    for o in truth.objects:
+        c = o.row * 3 + o.col
+        f[c, 0] = 0
+        f[c, 9] = 0
+        f[c, 18 + len(szs)] = 0
+        f[c, 1 + cols.index(o.color)] = 1
+        f[c, 10 + shps.index(o.shape)] = 1
+        f[c, 18 + szs.index(o.size)] = 1
+    for c in range(9):
+        f[c, D - 6 + c // 3] = 1
+        f[c, D - 3 + c % 3] = 1
+    return f
+
+
+def load(split, n):
+    truths = list(
+        load_ground_truth(
+            Path(args.get("world", "runs/world20k")) / "annotations" / f"ground_truth_{split}.json"
+        ).values()
+    )[:n]
+    return truths
+
+
+tr = load("train", ntrain)
+va = load("val", 200)
+IMG = -200
+
+
+def encode(q, with_answer=True):
+    conv = q.conversation(with_answer=True)
+    SAP = "\nAnswer with a single word or phrase."
+    if args.get("nosap") == "1":
+        conv[0]["value"] = conv[0]["value"].replace(SAP, "")
+    if args.get("sapfirst") == "1":
+        conv[0]["value"] = (
+            conv[0]["value"]
+            .replace(SAP, "")
+            .replace("<image>\n", "<image>\nAnswer with a single word or phrase.\n")
+        )
+    if img_after:
+        conv[0]["value"] = conv[0]["value"].replace("<image>\n", "") + "\n<image>"
+    t = tokenize_conversation(conv, tok, tmpl, num_image_tokens=9)
+    return t.input_ids, t.labels
+
+
+def build(truths, seed, per):
+    qs = [q for q in make_closed_questions(truths, seed=seed, per_type=per) if q.qtype in types]
+    fm = {t.image_id: feats(t) for t in truths}
+    return [(encode(q), fm[q.image_id], q) for q in qs]
+
+
+def build_multi(truths, seed, per):
+    qs = [q for q in make_closed_questions(truths, seed=seed, per_type=per) if q.qtype in types]
+    fm = {t.image_id: feats(t) for t in truths}
+    by = {}
+    for q in qs:
+        by.setdefault(q.image_id, []).append(q)
+    r = random.Random(seed)
+    out = []
+    for iid, group in by.items():
+        r.shuffle(group)
+        conv = [turn for q in group for turn in q.conversation(with_answer=True)]
+        for later in conv[2::2]:
+            later["value"] = later["value"].replace("<image>\n", "")
+        tk = tokenize_conversation(conv, tok, tmpl, num_image_tokens=9)
+        out.append(((tk.input_ids, tk.labels), fm[iid], group[0]))
+    return out
+
+
+train = build_multi(tr, 0, int(args.get("per", 2))) if multi else build(tr, 0, 3)
+val = build(va, 1, 1)
+print(len(train), "train qs", len(val), "val qs", flush=True)
+proj = nn.Sequential(nn.Linear(D, H), nn.GELU(), nn.Linear(H, H))
+if args.get("fixproj") == "1":
+    proj = nn.Linear(D, H, bias=False)
+    with torch.no_grad():
+        proj.weight.normal_(0, float(args.get("pscale", 1.0)) / math.sqrt(4))
+    proj.requires_grad_(False)
+params = list(lm.parameters()) + [p for p in proj.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+sched = torch.optim.lr_scheduler.LambdaLR(
+    opt, lambda s: min(1, (s + 1) / 30) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+)
+emb = lm.get_input_embeddings()
+
+
+def batch(items):
+    L = max(len(i[0][0]) for i in items)
+    ids = torch.full((len(items), L), tok.pad_token_id)
+    lab = torch.full((len(items), L), -100)
+    att = torch.zeros((len(items), L), dtype=torch.long)
+    for b, ((x, y), _f, _q) in enumerate(items):
+        ids[b, : len(x)] = torch.tensor(x)
+        lab[b, : len(y)] = torch.tensor(y)
+        att[b, : len(x)] = 1
+    fe = torch.stack([i[1] for i in items]) * feat_scale
+    img = ids == IMG
+    e = emb(ids.clamp(min=0))
+    e = e.clone()
+    e[img] = proj(fe).reshape(-1, H).to(e.dtype)
+    return e, lab, att
+
+
+NLL = {}
+PRES = []
+vmap = {t.image_id: t for t in va}
+
+
+def evaluate():
+    lm.eval()
+    right = {}
+    tot = {}
+    with torch.no_grad():
+        for i in range(0, len(val), 100):
+            items = val[i : i + 100]
+            e, lab, att = batch(items)
+            logits = lm(inputs_embeds=e, attention_mask=att).logits
+            pred = logits[:, :-1].argmax(-1)
+            tgt = lab[:, 1:]
+            for b, it in enumerate(items):
+                m = tgt[b] != -100
+                ok = bool((pred[b][m] == tgt[b][m]).all())
+                first = m.nonzero()[0, 0]
+                nll = -torch.log_softmax(logits[b, first], -1)[tgt[b, first]].item()
+                NLL.setdefault(it[2].qtype, []).append(nll)
+                if it[2].qtype == "color":
+                    word = tok.decode([pred[b, first].item()]).strip()
+                    present = {o.color for o in vmap[it[2].image_id].objects}
+                    PRES.append(word in present)
+                t = it[2].qtype
+                right[t] = right.get(t, 0) + ok
+                tot[t] = tot.get(t, 0) + 1
+    lm.train()
+    print(
+        "   nll",
+        {k: round(sum(v) / len(v), 2) for k, v in NLL.items()},
+        "color-present",
+        round(sum(PRES) / max(1, len(PRES)), 2),
+    )
+    NLL.clear()
+    PRES.clear()
+    return {t: round(right[t] / tot[t], 3) for t in tot}, round(sum(right.values()) / sum(tot.values()), 3)
+
+
+color_train = [x for x in train if x[2].qtype == "color"]
+t0 = time.time()
+rng = random.Random(0)
+for step in range(steps + 1):
+    if step % 100 == 0:
+        print(step, f"{time.time() - t0:.0f}s", evaluate(), flush=True)
+    if step == steps:
+        break
+    cur = int(args.get("cur", 0))
+    if step < cur:
+        items = rng.sample(color_train, bs)
+    else:
+        items = rng.sample(train, bs)
+    e, lab, att = batch(items)
+    out = lm(inputs_embeds=e, attention_mask=att, labels=lab)
+    opt.zero_grad()
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    if step % 50 == 0:
+        print("  loss", round(out.loss.item(), 3), flush=True)
