@@ -34,6 +34,11 @@ def demo(
         "pretrained, offline; LoRA in stage 2; ~20-30 minutes on 2 CPU cores).",
     ),
     ablation: bool = typer.Option(False, "--ablation", help="Also run and tabulate the ablations."),
+    stage2: str | None = typer.Option(
+        None,
+        "--stage2",
+        help="real-small only: lora (default; adapters on SmolLM2, merged after training) or full (all of SmolLM2).",
+    ),
     seed: int = typer.Option(0, "--seed"),
     threads: int | None = typer.Option(
         None,
@@ -58,6 +63,12 @@ def demo(
             f"{'--ablation' if ablation else '--reuse'} is not supported for --preset real-small (it runs the "
             "full method only; the ablation table comes with the world preset)"
         )
+    if stage2 is not None and preset != "real-small":
+        from vistune.errors import VistuneError
+
+        raise VistuneError(
+            "--stage2 applies to --preset real-small only (the world preset trains its whole LM)"
+        )
     if threads is not None:
         import torch
 
@@ -66,8 +77,9 @@ def demo(
         from vistune.demo import real_small
 
         real = real_small.preset("real-small-fast" if fast else "real-small")
+        changes: dict = {"seed": seed} if stage2 is None else {"seed": seed, "stage2_mode": stage2}
         seed_everything(seed)
-        real_small.run_real_small(out, real_small.replace(real, seed=seed), say=typer.echo)
+        real_small.run_real_small(out, real_small.replace(real, **changes), say=typer.echo)
         return
     settings = replace(get_preset("fast" if fast else preset), seed=seed)
     seed_everything(seed)

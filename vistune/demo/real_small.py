@@ -62,7 +62,8 @@ class RealSmallSettings:
     template: str = "hf"  # SmolLM2's own chat template
     stage1: StageSettings = field(default_factory=lambda: StageSettings(steps=20, batch_size=16, lr=1e-3))
     stage2: StageSettings = field(default_factory=lambda: StageSettings(steps=60, batch_size=8, lr=3e-4))
-    stage2_mode: Literal["lora", "full"] = "lora"
+    stage2_mode: Literal["lora", "full"] = "lora"  # stage2.lr is the adapters' learning rate
+    full_lm_lr: float = 5e-5  # the LM's learning rate in stage 2 when stage2_mode is "full"
     lora_r: int = 16
     lora_alpha: int = 32
     projector_lr: float = 1e-3  # stage 2's projector learning rate (stage2.lr is the LM's / the adapters')
@@ -307,7 +308,7 @@ def run_real_small(out: str | Path, s: RealSmallSettings, say: Callable[[str], N
                 name="stage2",
                 data="stage2.json",
                 template=s.template,
-                stage=s.stage2,
+                stage=s.stage2 if lora else dataclasses.replace(s.stage2, lr=s.full_lm_lr),
                 train_lm=not lora,
                 init_projector=str(paths.stage("stage1") / "projector.safetensors"),
                 model_config=parts,
@@ -365,7 +366,7 @@ def write_report(
     stage2 = (
         f"LoRA r={s.lora_r} alpha={s.lora_alpha} on SmolLM2 (lr {s.stage2.lr:g}) + projector (lr {s.projector_lr:g})"
         if s.stage2_mode == "lora"
-        else f"the full SmolLM2 (lr {s.stage2.lr:g}) + projector (lr {s.projector_lr:g})"
+        else f"the full SmolLM2 (lr {s.full_lm_lr:g}) + projector (lr {s.projector_lr:g})"
     )
     lines = [
         "# vistune demo (real-small): LLaVA with real pretrained parts on the miniature world",
