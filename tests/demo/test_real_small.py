@@ -48,7 +48,7 @@ def test_real_small_fast_runs_evaluates_and_compares_knowledge(real_small_run):
     out, output, results = real_small_run
     assert "[9/9] write report.md: done" in output and "vistune chat --model" in output
     report = (out / "report.md").read_text()
-    for section in ("## Held-out exact match", "## The LLM's knowledge survives", "## Time"):
+    for section in ("## Held-out exact match", "## Does the LLM's knowledge survive?", "## Time"):
         assert section in report
 
     eval_images = results["settings"]["eval_images"]

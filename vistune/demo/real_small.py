@@ -326,7 +326,7 @@ def run_real_small(out: str | Path, s: RealSmallSettings, say: Callable[[str], N
         scores = evaluate_step(model_dir, world, val_truths, s)  # type: ignore[arg-type]
         say("    " + headline(scores))
     with steps.step(
-        "the LLM's knowledge survives: general questions on photos and in text, untuned vs tuned"
+        "does the LLM's knowledge survive? general questions on photos and in text, untuned vs tuned"
     ):
         knowledge = knowledge_step(paths.out, paths.stage("stage1") / "model", model_dir, s)
         for row in knowledge:
@@ -424,14 +424,25 @@ def write_report(
 
 
 def knowledge_section(rows: list[dict[str, Any]]) -> list[str]:
+    checked = [row for row in rows if row["expect"]]
     lines = [
-        "## The LLM's knowledge survives",
+        "## Does the LLM's knowledge survive? (untuned vs tuned)",
         "",
         "General questions the world data never asks, on public-domain photos from `skimage.data` and in text, "
         "answered greedily by the **untuned** model (the stage-1 model: SmolLM2 exactly as shipped, plus the "
         "projector aligned on world captions, so it is given the same image tokens) and the **tuned** model "
         "(after stage 2). Same template and prompts; answers verbatim (cut at the token limit). The only grading is "
         "a keyword check where one is listed: whether the answer mentions the word.",
+        "",
+        "Keyword checks passed: untuned "
+        f"{sum(bool(r['untuned_mentions']) for r in checked)}/{len(checked)}, tuned "
+        f"{sum(bool(r['tuned_mentions']) for r in checked)}/{len(checked)} ("
+        + "; ".join(
+            f"{r['photo'] or 'text'}: {'/'.join(r['expect'])} {_yes(r['untuned_mentions'])} -> "
+            f"{_yes(r['tuned_mentions'])}"
+            for r in checked
+        )
+        + ").",
         "",
     ]
     for row in rows:
@@ -444,6 +455,10 @@ def knowledge_section(rows: list[dict[str, Any]]) -> list[str]:
                 check = f" — mentions {' / '.join(repr(w) for w in row['expect'])}: **{said}**"
             lines += [f"- **{who}**{check}:", "", *_quote(row[who]), ""]
     return lines
+
+
+def _yes(value: bool | None) -> str:
+    return "yes" if value else "no"
 
 
 def _quote(text: str) -> list[str]:
