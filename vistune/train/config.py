@@ -133,8 +133,14 @@ class OptimConfig:
     warmup_ratio: float = 0.03
     warmup_steps: int | None = None  # overrides warmup_ratio
     max_grad_norm: float | None = 1.0
+    # The AdamW implementation: fused (one kernel per step: reads and writes each parameter, gradient and state
+    # once; on a 135M-parameter LM on CPU ~8x faster than foreach), or foreach. auto: fused wherever torch has
+    # the kernel (CPU, CUDA) and the parameters are plain floating-point tensors (not FSDP-sharded), else foreach.
+    fused: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
+        if self.fused not in ("auto", True, False):
+            raise VistuneError(f"optim.fused={self.fused!r}: use auto, true or false")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         if self.schedule not in ("cosine", "constant"):
             raise VistuneError(f"optim.schedule={self.schedule!r}: use 'cosine' or 'constant'")

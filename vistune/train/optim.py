@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from vistune.errors import VistuneError
 from vistune.train.config import OptimConfig
 
 PARTS = ("vision", "projector", "language_model")
@@ -53,8 +54,42 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     groups = param_groups(model.named_parameters(), cfg)
     if not groups:
         raise ValueError("no trainable parameters: check model.trainable and the learning rates")
-    # foreach=True: one fused kernel per group instead of a Python loop over parameters.
-    return torch.optim.AdamW(groups, betas=cfg.betas, eps=cfg.eps, foreach=True)
+    fused = use_fused([p for g in groups for p in g["params"]], cfg.fused)
+    try:
+        return torch.optim.AdamW(groups, betas=cfg.betas, eps=cfg.eps, **implementation(fused))
+    except RuntimeError as err:  # optim.fused=true where torch has no fused kernel for these parameters
+        raise VistuneError(f"optim.fused=true: {err}; use optim.fused=auto or false") from None
+
+
+def implementation(fused: bool) -> dict[str, bool | None]:
+    """AdamW's implementation flags: fused (one kernel over all parameters) or foreach (per-group kernels)."""
+    return {"fused": True, "foreach": None} if fused else {"fused": None, "foreach": True}
+
+
+def use_fused(params: list[torch.Tensor], setting: bool | str) -> bool:
+    """optim.fused resolved: auto = fused when every parameter is a plain floating-point tensor on a device with
+    torch's fused AdamW kernel (CPU, CUDA, ...); FSDP's sharded DTensors keep foreach."""
+    if setting != "auto":
+        return bool(setting)
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    devices = _get_fused_kernels_supported_devices()
+    return all(
+        type(p) in (torch.Tensor, nn.Parameter) and p.is_floating_point() and p.device.type in devices
+        for p in params
+    )
+
+
+def set_implementation(optimizer: torch.optim.Optimizer, fused: bool) -> None:
+    """Put the implementation flags back after `load_state_dict` (which restores the saved run's flags): the
+    state itself (step, exp_avg, exp_avg_sq) is the same for both, so a checkpoint resumes under either."""
+    for group in optimizer.param_groups:
+        group.update(implementation(fused))
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if fused and "step" in state:  # fused keeps the step count as float32 on the parameter's device
+                state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
+    optimizer._step_supports_amp_scaling = fused  # type: ignore[attr-defined]  # what AdamW.__init__ sets
 
 
 def warmup_steps(cfg: OptimConfig, total_steps: int) -> int:

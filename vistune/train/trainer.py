@@ -44,7 +44,7 @@ from vistune.train.components import (
 )
 from vistune.train.config import TrainConfig
 from vistune.train.metrics import MetricsLogger, plot_loss
-from vistune.train.optim import build_optimizer, build_scheduler
+from vistune.train.optim import build_optimizer, build_scheduler, set_implementation
 
 # Config fields that must not change between a checkpoint and its resumption (the data order depends on them).
 _RESUME_INVARIANTS = ("train.seed", "train.global_batch_size", "data.train", "data.group_by_modality_length")
@@ -183,6 +183,8 @@ class Trainer:
             world_size=self.env.world_size,
         )
         _check_resume_config(state.extra.get("config", {}), self.cfg.to_dict(), path)
+        # The checkpoint restored its run's AdamW flags; this run's optim.fused decides (same state either way).
+        set_implementation(self.optimizer, bool(self.optimizer.defaults["fused"]))
         self.bad_records = state.extra.get("bad_records", self.bad_records)
         self._say(f"resumed from {path} at step {state.step}")
         return state.step
