@@ -91,7 +91,7 @@ def test_fused_resume_is_exact_and_a_foreach_checkpoint_resumes_fused(tiny_world
     assert first.losses + resumed.losses == pytest.approx(full.losses, rel=1e-5, abs=1e-6)
 
 
-def _pending_test_train_mode_comes_back_after_validation(tiny_world, tmp_path):
+def test_train_mode_comes_back_after_validation(tiny_world, tmp_path):
     c = tiny_config(
         tiny_world,
         tmp_path,

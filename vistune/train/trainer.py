@@ -109,6 +109,7 @@ class Trainer:
         self.autocast, self.scaler = _precision(cfg.train.precision, env.device)
         self.start_step = self._maybe_resume()
         self.collator = Collator(self.parts.tokenizer.pad_token_id)
+        self._in_train_mode = False  # set by `_set_train_mode`, cleared by `_validate`
 
     # ------------------------------------------------------------------------------------------------- setup
     def _dataset(self, path: str) -> LlavaDataset:
@@ -306,6 +307,11 @@ class Trainer:
         return float(norm)
 
     def _set_train_mode(self) -> None:
+        # Only at the start and after validation is there anything to do: walking every module each step costs a
+        # noticeable share of a tiny model's step.
+        if self._in_train_mode:
+            return
+        self._in_train_mode = True
         self.model.train()
         # VistuneModel keeps frozen parts in eval mode; but LoRA dropout and HF gradient checkpointing only act in
         # train mode, so a frozen language model that carries adapters or checkpointing is put back in train mode.
@@ -326,6 +332,7 @@ class Trainer:
     def _validate(self, step: int, logger: MetricsLogger) -> float:
         """Token-weighted mean loss over the whole validation set (shared between processes)."""
         assert self.val_dataset is not None
+        self._in_train_mode = False
         self.model.eval()
         order = sorted(range(len(self.val_dataset)), key=lambda i: -self.val_dataset.lengths[i])
         mine = order[self.env.rank :: self.env.world_size]
