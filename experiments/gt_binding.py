@@ -14,8 +14,9 @@ often a color answer names a color present in the image ("bag of colors").
 keys: types=color,shape,... (question types trained and scored), lr, bs, steps, ntrain, pre=0 (fresh LM: width,
 layers, heads, tie), multi=1 per=N (one multi-turn record per image), tmpl=chatml|v0|mini (mini: the answer
 follows the question directly), nosap=1 / sapfirst=1 (drop / move "Answer with a single word or phrase."),
-after=1 (image after the question), cur=N (first N steps on color questions only), fixproj=1 (a frozen random
-linear projector).
+after=1 (image after the question), cur=N first=color,shape (the first N steps on those types only; default
+color), fixproj=1 (a frozen random linear projector), enc=PATH (a demo's world_encoder.safetensors: its frozen
+features replace the perfect ones).
 """
 
 import math
@@ -109,6 +110,28 @@ def load(split, n):
 
 tr = load("train", ntrain)
 va = load("val", 200)
+if args.get("enc"):
+    from safetensors.torch import load_file
+
+    from vistune.demo.encoder import WorldEncoder, WorldEncoderOptions
+    from vistune.demo.pipeline import load_pixels
+    from vistune.world.build import WorldPaths
+
+    encoder = WorldEncoder(WorldEncoderOptions())
+    encoder.load_state_dict(load_file(args["enc"]))
+    encoder.eval()
+    wp = WorldPaths(Path(args.get("world", "runs/world20k")))
+    ENC = {}
+    for split, ts in (("train", tr), ("val", va)):
+        for i in range(0, len(ts), 500):
+            chunk = ts[i : i + 500]
+            with torch.no_grad():
+                out = encoder(load_pixels(wp, split, chunk, 72))
+            for t, f in zip(chunk, out, strict=True):
+                ENC[t.image_id] = f
+    D = next(iter(ENC.values())).shape[-1]
+    feats = lambda t: ENC[t.image_id]  # noqa: E731
+    print("encoder features", D, flush=True)
 IMG = -200
 
 
@@ -228,7 +251,8 @@ def evaluate():
     return {t: round(right[t] / tot[t], 3) for t in tot}, round(sum(right.values()) / sum(tot.values()), 3)
 
 
-color_train = [x for x in train if x[2].qtype == "color"]
+first_types = args.get("first", "color").split(",")
+first_train = [x for x in train if x[2].qtype in first_types]
 t0 = time.time()
 rng = random.Random(0)
 for step in range(steps + 1):
@@ -238,7 +262,7 @@ for step in range(steps + 1):
         break
     cur = int(args.get("cur", 0))
     if step < cur:
-        items = rng.sample(color_train, bs)
+        items = rng.sample(first_train, bs)
     else:
         items = rng.sample(train, bs)
     e, lab, att = batch(items)
