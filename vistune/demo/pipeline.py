@@ -135,7 +135,7 @@ def datagen_step(paths: DemoPaths, s: DemoSettings, world, truths: list, say: Ca
     from vistune.datagen.prompt_sets import load_instructions, load_prompts
     from vistune.datagen.stage1 import stage1_records
     from vistune.datagen.teachers.world_teacher import WorldTeacher
-    from vistune.eval.world import make_closed_questions
+    from vistune.eval.world import make_closed_questions, question_records
 
     paths.data.mkdir(parents=True, exist_ok=True)
     annotations = load_annotations(world.captions("train"), world.instances("train"), world.images("train"))
@@ -153,35 +153,21 @@ def datagen_step(paths: DemoPaths, s: DemoSettings, world, truths: list, say: Ca
     say(f"    teacher (rule-based `world`): {stats.dataset_records} records, {stats.items_failed} failed")
     instruct = json.loads((paths.data / "instruct.json").read_text())
     stage1 = stage1_records(annotations, load_instructions("brief", None), seed=s.seed)
-    closed = closed_question_records(
-        make_closed_questions(truths, seed=s.seed, per_type=s.closed_rounds), s.seed
-    )
+    # Single-turn records, one question each, as evaluation asks them (packing an image's questions into one
+    # conversation lets later answers lean on earlier questions instead of the image).
+    questions = make_closed_questions(truths, seed=s.seed, per_type=s.closed_rounds)
+    closed = question_records(questions)
+    lookup = question_records([q for q in questions if q.qtype in s.lookup_types], id_prefix="lookup")
     mixed = instruct + closed
     random.Random(s.seed).shuffle(mixed)
-    files = {"stage1": stage1, "instruct": instruct, "closed": closed, "stage2": mixed}
+    files = {"stage1": stage1, "instruct": instruct, "closed": closed, "lookup": lookup, "stage2": mixed}
     for name, records in files.items():
         (paths.data / f"{name}.json").write_text(json.dumps(records))
     say(
-        f"    stage 1: {len(stage1)} caption records; stage 2: {len(instruct)} teacher + {len(closed)} short-answer"
+        f"    stage 1: {len(stage1)} caption records; stage 2: {len(lookup)} lookup questions "
+        f"({', '.join(s.lookup_types)}), then {len(instruct)} teacher + {len(closed)} short-answer records"
     )
     return {name: len(records) for name, records in files.items()}
-
-
-def closed_question_records(questions: list, seed: int) -> list[dict]:
-    """One multi-turn record per image holding its short-answer questions (one image encode, many answers),
-    as LLaVA-1.5 packs the questions of an image into one conversation."""
-    by_image: dict[int, list] = {}
-    for q in questions:
-        by_image.setdefault(q.image_id, []).append(q)
-    rng = random.Random(seed)
-    records = []
-    for image_id, qs in by_image.items():
-        rng.shuffle(qs)
-        turns = [turn for q in qs for turn in q.conversation(with_answer=True)]
-        for later in turns[2::2]:  # only the first human turn carries the image
-            later["value"] = later["value"].replace("<image>\n", "")
-        records.append({"id": f"closed-{image_id}", "image": qs[0].file_name, "conversations": turns})
-    return records
 
 
 def encoder_step(
@@ -341,11 +327,13 @@ def train_stages(
     prefix: str = "",
     stage1: bool | str = True,
     stage2_data: str = "stage2.json",
+    lookup: bool = True,
 ) -> Path:
     """Stage 1 (projector on captions, `plain` template) then stage 2 (projector + LM); returns the model dir.
 
     stage1: True to train it, False to skip it (stage 2 starts from a random projector), or the path of a stage-1
     projector to reuse.
+    lookup: run stage 2's first phase (lookup questions only, `DemoSettings.lookup`) when the settings have one.
     """
     from vistune.train.trainer import train
 
@@ -364,7 +352,23 @@ def train_stages(
             )
             train(cfg)
             init_projector = str(paths.stage(f"{prefix}stage1") / "projector.safetensors")
-    with steps.step(f"{prefix}stage 2: instruction tuning (projector + language model)"):
+    init_model = None
+    if lookup and s.lookup is not None:
+        with steps.step(f"{prefix}stage 2, phase 1: lookup questions ({', '.join(s.lookup_types)})"):
+            cfg = stage_config(
+                paths,
+                s,
+                name=f"{prefix}stage2_lookup",
+                data="lookup.json",
+                template=s.template,
+                stage=s.lookup,
+                train_lm=True,
+                init_projector=init_projector,
+            )
+            train(cfg)
+            init_model = str(paths.stage(f"{prefix}stage2_lookup") / "model")
+    phase = ", phase 2: all instruction data" if init_model else ""
+    with steps.step(f"{prefix}stage 2{phase}: instruction tuning (projector + language model)"):
         cfg = stage_config(
             paths,
             s,
@@ -373,7 +377,9 @@ def train_stages(
             template=s.template,
             stage=s.stage2,
             train_lm=True,
-            init_projector=init_projector,
+            init_projector=None if init_model else init_projector,
+            # Phase 2 continues from phase 1's whole model (projector + LM), not from the parts.
+            overrides={"model": {"init": init_model, "config": None}} if init_model else None,
         )
         train(cfg)
     return paths.stage(f"{prefix}stage2") / "model"
@@ -432,7 +438,8 @@ def run_demo(
 
     paths = DemoPaths(Path(out))
     paths.out.mkdir(parents=True, exist_ok=True)
-    steps = Steps(8 + (7 if ablation else 0), say)
+    phases = 1 if s.lookup is not None else 0  # stage 2's lookup phase: one more step per full training
+    steps = Steps(8 + phases + (7 + 2 * phases if ablation else 0), say)
     cache = Reuse(paths.out, reuse)
     depends = {
         "seed": s.seed,
@@ -447,7 +454,14 @@ def run_demo(
         world = WorldPaths(paths.world) if cache.has("world", depends) else build_world_step(paths, s)
         cache.mark("world", depends)
         train_truths, val_truths = load_truths(world, "train"), load_truths(world, "val")
-    depends = {**depends, "teacher": s.teacher_images, "closed": s.closed_rounds, "flavors": s.flavors}
+    depends = {
+        **depends,
+        "teacher": s.teacher_images,
+        "closed": s.closed_rounds,
+        "flavors": s.flavors,
+        "lookup_types": s.lookup_types,
+        "records": 2,  # the short-answer records' layout (2: single-turn); bump when it changes
+    }
     with steps.step(
         "instruction data (teacher: rule-based `world`; stage-1 captions; short-answer questions)"
     ):
@@ -505,6 +519,7 @@ def run_ablations(paths, s, steps, world, train_truths, val_truths, say) -> dict
         prefix="captions_",
         stage1=str(paths.stage("stage1") / "projector.safetensors"),  # the same stage 1 as the full method
         stage2_data="stage2_captions.json",
+        lookup=False,  # no instruction data at all, lookup questions included
     )
     with steps.step("evaluate: stage 2 on captions only"):
         out["stage 2 on captions only (no instruction data)"] = evaluate_step(model_dir, world, val_truths, s)

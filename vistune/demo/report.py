@@ -22,8 +22,14 @@ def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
         f"Preset sizes: {s.train_images} train / {s.val_images} held-out images of {s.image_size} px; "
         f"{s.teacher_images} images with teacher data ({', '.join(s.flavors)}; the teacher is the rule-based "
         "`world` teacher); vision encoder pretrained then frozen; tiny Llama pretrained on the world's text; "
-        f"stage 1 {s.stage1.steps} steps x {s.stage1.batch_size}, stage 2 {s.stage2.steps} steps x "
-        f"{s.stage2.batch_size}.",
+        f"stage 1 {s.stage1.steps} steps x {s.stage1.batch_size}; stage 2 "
+        + (
+            f"phase 1 (lookup questions: {', '.join(s.lookup_types)}) {s.lookup.steps} steps x "
+            f"{s.lookup.batch_size}, phase 2 (all instruction data) "
+            if s.lookup is not None
+            else ""
+        )
+        + f"{s.stage2.steps} steps x {s.stage2.batch_size}.",
         "",
         "## Held-out exact match (closed questions)",
         "",
