@@ -158,6 +158,16 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerFast, *, seed: int = 0, **con
     return build_model(config).eval()
 
 
+def save_tiny_model(out_dir: str | Path, *, template: str = "vicuna_v1", seed: int = 0) -> Path:
+    """A tiny random model + tokenizer + image processor saved as a real vistune model directory."""
+    from vistune.model.io import default_image_processor, save_pretrained
+
+    tokenizer = make_tiny_tokenizer()
+    model = build_tiny_model(tokenizer, template=template, seed=seed)
+    save_pretrained(out_dir, model, tokenizer, default_image_processor(model))
+    return Path(out_dir)
+
+
 def image_row(*parts, image_token_id: int = -200, tokens_per_image: int = 16) -> list[int]:
     """Concatenate token-id lists into one sequence; the string "img" stands for one image's token positions."""
     row: list[int] = []

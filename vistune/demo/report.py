@@ -31,18 +31,7 @@ def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
         )
         + f"{s.stage2.steps} steps x {s.stage2.batch_size}.",
         "",
-        "## Held-out exact match (closed questions)",
-        "",
-        *closed_table({"this run": result.scores}),
-        "",
-        'Questions end with "Answer with a single word or phrase."; answers are matched exactly after lowercasing and '
-        "removing articles and trailing punctuation. The majority baseline always gives a type's most frequent answer.",
-        "",
-        "## Detailed descriptions (held-out)",
-        "",
-        f"Objects mentioned (color + shape) against the ground truth, over {result.scores['descriptions']['n']} images: "
-        f"precision {result.scores['descriptions']['precision']:.1%}, recall {result.scores['descriptions']['recall']:.1%}.",
-        "",
+        *score_sections(result.scores),
     ]
     if result.encoder_metrics:
         lines += [
@@ -95,6 +84,25 @@ _PAPER_FINDING = {
     "score falls to about a quarter of the full model's",
     "random frozen encoder": "not ablated in the paper, which assumes a pretrained CLIP",
 }
+
+
+def score_sections(scores: dict[str, Any]) -> list[str]:
+    """The held-out closed-question table and the description precision / recall, as report lines."""
+    desc = scores["descriptions"]
+    return [
+        "## Held-out exact match (closed questions)",
+        "",
+        *closed_table({"this run": scores}),
+        "",
+        'Questions end with "Answer with a single word or phrase."; answers are matched exactly after lowercasing and '
+        "removing articles and trailing punctuation. The majority baseline always gives a type's most frequent answer.",
+        "",
+        "## Detailed descriptions (held-out)",
+        "",
+        f"Objects mentioned (color + shape) against the ground truth, over {desc['n']} images: "
+        f"precision {desc['precision']:.1%}, recall {desc['recall']:.1%}.",
+        "",
+    ]
 
 
 def ablation_verdicts(full: dict[str, Any], ablations: dict[str, dict[str, Any]]) -> list[str]:
