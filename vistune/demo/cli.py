@@ -13,7 +13,7 @@ pretrains a small vision encoder on the world (then freezes it) and a tiny langu
 trains stage 1 (projector) and stage 2 (projector + language model), evaluates held-out exact-match accuracy per
 question type and description precision/recall, and writes OUT/report.md with loss curves and examples.
 
---fast is a ~4-minute version for tests; --ablation adds the paper-style ablations (without stage 1, stage 2 on
+--fast is a few-minute version for tests; --ablation adds the paper-style ablations (without stage 1, stage 2 on
 captions only, a random frozen encoder).
 
 --preset real-small runs the same steps with real pretrained parts loaded offline: EfficientNet-Lite0 (ImageNet) as
@@ -26,7 +26,7 @@ Example: vistune demo --out runs/demo
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory (report.md goes here)."),
-    fast: bool = typer.Option(False, "--fast", help="Small sizes (~4 minutes on 2 idle cores), for tests."),
+    fast: bool = typer.Option(False, "--fast", help="Small sizes (a few minutes on 2 cores), for tests."),
     preset: str = typer.Option(
         "world",
         "--preset",

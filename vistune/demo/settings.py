@@ -71,7 +71,7 @@ class DemoSettings:
 
 
 def _fast() -> DemoSettings:
-    """Small enough for CI (~4 minutes on 2 idle cores), big enough to learn counting well above chance."""
+    """Small enough for CI (a few minutes on 2 cores), big enough to learn counting well above chance."""
     return DemoSettings(
         train_images=1500,
         val_images=100,
