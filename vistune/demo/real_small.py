@@ -350,7 +350,7 @@ def write_report(
     result: DemoResult, s: RealSmallSettings, world, val_truths: list, knowledge: list[dict[str, Any]]
 ) -> Path:
     """report.md: held-out scores, the knowledge comparison verbatim, time, loss curves, examples."""
-    from vistune.demo.report import example_text, plot_curves, plot_examples, score_sections, time_table
+    from vistune.demo.report import figure_sections, plot_curves, plot_examples, score_sections, time_table
 
     out = Path(result.out)
     curves = plot_curves(out, out / "loss_curves.png")
@@ -379,16 +379,7 @@ def write_report(
         *time_table(result),
         "",
     ]
-    if curves:
-        lines += ["## Loss curves", "", f"![loss curves]({curves.name})", ""]
-    if examples:
-        lines += [
-            "## Examples (held-out images)",
-            "",
-            f"![examples]({examples.name})",
-            "",
-            *example_text(result),
-        ]
+    lines += figure_sections(curves, examples, result)
     lines += [
         "",
         "## Chat with the model",

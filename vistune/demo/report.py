@@ -52,16 +52,7 @@ def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
             "",
         ]
     lines += ["## Time", "", *time_table(result), ""]
-    if curves:
-        lines += ["## Loss curves", "", f"![loss curves]({curves.name})", ""]
-    if examples:
-        lines += [
-            "## Examples (held-out images)",
-            "",
-            f"![examples]({examples.name})",
-            "",
-            *example_text(result),
-        ]
+    lines += figure_sections(curves, examples, result)
     image = Path(world.images("val")) / val_truths[0].file_name
     lines += [
         "",
@@ -84,6 +75,20 @@ _PAPER_FINDING = {
     "score falls to about a quarter of the full model's",
     "random frozen encoder": "not ablated in the paper, which assumes a pretrained CLIP",
 }
+
+
+def figure_sections(curves: Path | None, examples: Path | None, result: Any) -> list[str]:
+    """The loss-curve and example-image sections (each only if its PNG was written), as report lines."""
+    lines = ["## Loss curves", "", f"![loss curves]({curves.name})", ""] if curves else []
+    if examples:
+        lines += [
+            "## Examples (held-out images)",
+            "",
+            f"![examples]({examples.name})",
+            "",
+            *example_text(result),
+        ]
+    return lines
 
 
 def score_sections(scores: dict[str, Any]) -> list[str]:
