@@ -49,16 +49,33 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
+    except Exception as err:  # usage errors (unknown option, bad value) carry their own message and exit code
+        if _is_usage_error(err):
             err.show()
             sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Exit):
+        if _is_exit(err):
             sys.exit(err.exit_code)
         raise
 
+
+def _click_types(*names: str) -> tuple[type, ...]:
+    # typer >= 0.26 vendors click (its usage errors derive from typer.exceptions.TyperException); older typer raises
+    # click's own. Both are matched so a mistyped option never shows a traceback.
+    try:
+        import click
+    except ImportError:
+        return ()
+    return tuple(getattr(click.exceptions, name) for name in names)
+
+
+def _is_usage_error(err: Exception) -> bool:
+    typer_base = getattr(getattr(typer, "exceptions", None), "TyperException", None)
+    types = _click_types("ClickException") + ((typer_base,) if typer_base is not None else ())
+    return isinstance(err, types) and hasattr(err, "show") and hasattr(err, "exit_code")
+
+
+def _is_exit(err: Exception) -> bool:
+    return isinstance(err, (typer.Exit, *_click_types("Exit"))) and hasattr(err, "exit_code")
 
 if __name__ == "__main__":
     main()
