@@ -77,5 +77,6 @@ def _is_usage_error(err: Exception) -> bool:
 def _is_exit(err: Exception) -> bool:
     return isinstance(err, (typer.Exit, *_click_types("Exit"))) and hasattr(err, "exit_code")
 
+
 if __name__ == "__main__":
     main()
