@@ -50,3 +50,34 @@ def test_pretraining_lowers_the_loss():
     )
     assert losses[-1] < 0.5 * losses[0]
     assert not model.training
+
+
+def test_world_text_puts_each_images_questions_in_one_conversation(tmp_path):
+    """The LM learns in-context lookup from one conversation per image (docs/demo.md, fourth round)."""
+    import json
+
+    from vistune.demo.pipeline import DemoPaths, world_text
+    from vistune.demo.settings import DemoSettings
+
+    def qa(image, question, answer, prefix="<image>\n"):
+        turns = [{"from": "human", "value": prefix + question}, {"from": "gpt", "value": answer}]
+        return {"id": f"closed-{image}-{question}", "image": image, "conversations": turns}
+
+    paths = DemoPaths(tmp_path)
+    paths.data.mkdir()
+    captions = [qa("a.png", "Describe it.", "A red star."), qa("b.png", "Describe it.", "A blue circle.")]
+    teacher = [qa("a.png", "What is in the image?", "There is a red star in the top left corner.")]
+    closed = [
+        qa("a.png", "Is there a red star?", "yes"),
+        qa("b.png", "What shape is the blue object?", "circle"),
+        qa("a.png", "What color is the star?", "red"),
+    ]
+    for name, records in (("stage1", captions), ("instruct", teacher), ("closed", closed)):
+        (paths.data / f"{name}.json").write_text(json.dumps(records))
+    docs = world_text(paths, DemoSettings())
+    assert docs[:2] == ["A red star.", "A blue circle."]  # captions as plain text
+    assert len(docs) == 2 + 1 + 2  # + the teacher conversation + one conversation per image
+    assert "top left corner" in docs[2] and "<|im_start|>assistant" in docs[2]
+    image_a = next(d for d in docs[3:] if "red star?" in d)
+    assert "What color is the star?" in image_a and "blue object" not in image_a
+    assert image_a.count("<|im_start|>user") == 2 and not any("<image>" in d for d in docs)

@@ -239,19 +239,34 @@ def language_step(paths: DemoPaths, s: DemoSettings) -> list[float]:
 
 
 def world_text(paths: DemoPaths, s: DemoSettings) -> list[str]:
-    """Documents for the LM: every stage-1 caption and every stage-2 conversation in the chat template, with the
-    `<image>` placeholder removed (the LM never sees images before LLaVA training)."""
+    """Documents for the LM, in the chat template, with the `<image>` placeholder removed (the LM never sees images
+    before LLaVA training): every stage-1 caption, every teacher conversation, and each train image's short-answer
+    questions as ONE multi-turn conversation.
+
+    One conversation per image because its later answers can be read off its earlier turns ("Is there an orange
+    circle? yes" ... "What shape is the orange object? circle"): text that asks the LM to look things up in its
+    context, the ability stage 2 must point at the image tokens. The two LMs that learned the color/shape lookup
+    best from perfect image features were pretrained on such text; others pretrained the same way did not, so this
+    is the better-evidenced text, not a fix (docs/demo.md, fourth round).
+    """
     from vistune.testing import make_tiny_tokenizer
     from vistune.text.templates import render, to_messages
 
     chat_tokens = make_tiny_tokenizer(vocab_size=300)  # only its BOS/EOS strings are used by the template
+
+    def text(turns: list[dict[str, str]]) -> str:
+        turns = [{**t, "value": t["value"].replace("<image>\n", "").replace("\n<image>", "")} for t in turns]
+        return render(s.template, to_messages(turns), chat_tokens).text
+
     docs = [r["conversations"][1]["value"] for r in json.loads((paths.data / "stage1.json").read_text())]
-    for r in json.loads((paths.data / "stage2.json").read_text()):
-        turns = [
-            {**t, "value": t["value"].replace("<image>\n", "").replace("\n<image>", "")}
-            for t in r["conversations"]
-        ]
-        docs.append(render(s.template, to_messages(turns), chat_tokens).text)
+    docs += [text(r["conversations"]) for r in json.loads((paths.data / "instruct.json").read_text())]
+    per_image: dict[str, list[list[dict[str, str]]]] = {}
+    for r in json.loads((paths.data / "closed.json").read_text()):
+        per_image.setdefault(r["image"], []).append(r["conversations"])
+    rng = random.Random(s.seed)
+    for pairs in per_image.values():
+        rng.shuffle(pairs)
+        docs.append(text([turn for pair in pairs for turn in pair]))
     return docs
 
 
@@ -481,6 +496,7 @@ def run_demo(
         "lm": asdict(s.language),
         "train": asdict(s.language_train),
         "template": s.template,
+        "text": 2,  # world_text's layout (2: each image's short-answer questions as one conversation)
     }
     with steps.step("pretrain the language model on the world's text"):
         if not cache.has("lm", lm_depends):
