@@ -16,7 +16,11 @@ layers, heads, tie), multi=1 per=N (one multi-turn record per image), tmpl=chatm
 follows the question directly), nosap=1 / sapfirst=1 (drop / move "Answer with a single word or phrase."),
 after=1 (image after the question), cur=N first=color,shape (the first N steps on those types only; default
 color), fixproj=1 (a frozen random linear projector), enc=PATH (a demo's world_encoder.safetensors: its frozen
-features replace the perfect ones).
+features replace the perfect ones), seed=N (projector init and batch order), wordproj=1 (a frozen projector onto the
+LM's own word embeddings: cell token = emb(color) + emb(shape) + emb(size) + emb(row) + emb(col); wordtrain=1 trains
+it), theta=X (rotary base of a fresh LM, pre=0), summary=1 (every token also carries the whole scene: presence, row
+and column of each color-shape pair), textscene=1 (control without images: the scene written as text, e.g. "red star
+top left.", in place of the image tokens), minobj=N (train, or the first phase, on images with >= N objects).
 """
 
 import math
@@ -58,8 +62,9 @@ if tmpl == "mini":
 img_after = args.get("after", "0") == "1"
 feat_scale = float(args.get("fscale", 1.0))
 ntrain = int(args.get("ntrain", 2000))
-torch.manual_seed(0)
-random.seed(0)
+SEED = int(args.get("seed", 0))
+torch.manual_seed(SEED)
+random.seed(SEED)
 lm_dir = Path(args.get("lm", "runs/demo/lm"))
 tok = AutoTokenizer.from_pretrained(lm_dir)
 if pre:
@@ -72,6 +77,8 @@ else:
     cfg.intermediate_size = 3 * width
     cfg.head_dim = width // cfg.num_attention_heads
     cfg.tie_word_embeddings = args.get("tie", "1") == "1"
+    if "theta" in args:  # a huge theta: rotary barely rotates, so attention is (almost) position-free
+        cfg.rope_parameters = {"rope_type": "default", "rope_theta": float(args["theta"])}
     lm = LlamaForCausalLM(cfg)
 H = lm.config.hidden_size
 cols = list(COLORS)
@@ -80,7 +87,29 @@ szs = list(SIZES)
 D = 9 + 9 + len(szs) + 1 + 6
 
 
+SUMMARY = args.get(
+    "summary", "0"
+)  # 1: every token also carries the scene summary (presence + cell of each pair)
+S_PAIRS = len(cols) * len(shps)
+if SUMMARY == "1":
+    D += S_PAIRS * 7  # per (color, shape) pair: present, then one-hot row and column
+
+
 def feats(truth):
+    f = cell_feats(truth)
+    if SUMMARY != "1":
+        return f
+    summ = torch.zeros(S_PAIRS * 7)
+    for o in truth.objects:
+        p = cols.index(o.color) * len(shps) + shps.index(o.shape)
+        summ[p] = 1
+        summ[S_PAIRS + p * 6 + o.row] = 1
+        summ[S_PAIRS + p * 6 + 3 + o.col] = 1
+    f[:, D - S_PAIRS * 7 :] = summ
+    return f
+
+
+def cell_feats(truth):
     f = torch.zeros(9, D)
     f[:, 0] = 1
     f[:, 9] = 1
@@ -93,9 +122,10 @@ def feats(truth):
         f[c, 1 + cols.index(o.color)] = 1
         f[c, 10 + shps.index(o.shape)] = 1
         f[c, 18 + szs.index(o.size)] = 1
+    base = D - (S_PAIRS * 7 if SUMMARY == "1" else 0)
     for c in range(9):
-        f[c, D - 6 + c // 3] = 1
-        f[c, D - 3 + c % 3] = 1
+        f[c, base - 6 + c // 3] = 1
+        f[c, base - 3 + c % 3] = 1
     return f
 
 
@@ -135,6 +165,10 @@ if args.get("enc"):
 IMG = -200
 
 
+TEXT_SCENE = args.get("textscene") == "1"
+TRUTHS = {t.image_id: t for t in tr + va}
+
+
 def encode(q, with_answer=True):
     conv = q.conversation(with_answer=True)
     SAP = "\nAnswer with a single word or phrase."
@@ -148,6 +182,15 @@ def encode(q, with_answer=True):
         )
     if img_after:
         conv[0]["value"] = conv[0]["value"].replace("<image>\n", "") + "\n<image>"
+    if TEXT_SCENE:  # control: the scene written as text in place of the image tokens
+        from vistune.world.vocab import REGIONS
+
+        truth = TRUTHS[q.image_id]
+        scene = " ".join(
+            f"{o.color} {o.shape} {REGIONS[(o.row, o.col)]}."
+            for o in sorted(truth.objects, key=lambda o: (o.row, o.col))
+        )
+        conv[0]["value"] = conv[0]["value"].replace("<image>", scene)
     t = tokenize_conversation(conv, tok, tmpl, num_image_tokens=9)
     return t.input_ids, t.labels
 
@@ -185,6 +228,30 @@ if args.get("fixproj") == "1":
     with torch.no_grad():
         proj.weight.normal_(0, float(args.get("pscale", 1.0)) / math.sqrt(4))
     proj.requires_grad_(False)
+if args.get("wordproj") == "1":
+    # A frozen projector that maps each one-hot attribute to the LM's own embedding of its word (what a perfect
+    # stage-1 alignment would give): the cell token = emb(color) + emb(shape) + emb(size) + emb(row) + emb(col).
+    from vistune.world.vocab import COL_NAMES, ROW_NAMES
+
+    emb_w = lm.get_input_embeddings().weight.detach()
+
+    def word(w):
+        return emb_w[tok.encode(" " + w, add_special_tokens=False)].mean(0)
+
+    M = torch.zeros(D, H)
+    for i, c in enumerate(cols):
+        M[1 + i] = word(c)
+    for i, sh in enumerate(shps):
+        M[10 + i] = word(sh)
+    for i, sz in enumerate(szs):
+        M[18 + i] = word(sz)
+    for i in range(3):
+        M[D - 6 + i] = word(ROW_NAMES[i])
+        M[D - 3 + i] = word(COL_NAMES[i])
+    proj = nn.Linear(D, H, bias=False)
+    with torch.no_grad():
+        proj.weight.copy_(M.T * float(args.get("pscale", 1.0)))
+    proj.requires_grad_(args.get("wordtrain") == "1")
 params = list(lm.parameters()) + [p for p in proj.parameters() if p.requires_grad]
 opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 sched = torch.optim.lr_scheduler.LambdaLR(
@@ -206,7 +273,8 @@ def batch(items):
     img = ids == IMG
     e = emb(ids.clamp(min=0))
     e = e.clone()
-    e[img] = proj(fe).reshape(-1, H).to(e.dtype)
+    if img.any():
+        e[img] = proj(fe).reshape(-1, H).to(e.dtype)
     return e, lab, att
 
 
@@ -253,8 +321,12 @@ def evaluate():
 
 first_types = args.get("first", "color").split(",")
 first_train = [x for x in train if x[2].qtype in first_types]
+if "minobj" in args:  # the first phase (or all of training with types=) only on images with >= N objects
+    first_train = [x for x in first_train if len(TRUTHS[x[2].image_id].objects) >= int(args["minobj"])]
+    if not int(args.get("cur", 0)):
+        train = first_train
 t0 = time.time()
-rng = random.Random(0)
+rng = random.Random(SEED)
 for step in range(steps + 1):
     if step % 100 == 0:
         print(step, f"{time.time() - t0:.0f}s", evaluate(), flush=True)
