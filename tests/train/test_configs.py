@@ -24,8 +24,12 @@ def test_config_opens_with_its_command_and_loads(path):
     first = path.read_text().splitlines()[0]
     assert first == f"# vistune train --config configs/{path.name}"
     cfg = load_train_config(path)
-    stage2 = path.stem.endswith("stage2")
-    assert cfg.model.trainable.language_model == stage2 and cfg.model.trainable.projector
+    stage2 = "stage2" in path.stem
+    # stage 2 trains the LM, fully or through LoRA adapters (then the base stays frozen)
+    assert (
+        cfg.model.trainable.language_model or cfg.model.lora.enabled
+    ) == stage2 and cfg.model.trainable.projector
+    assert not (cfg.model.trainable.language_model and cfg.model.lora.enabled)
     assert not cfg.model.trainable.vision
     assert (cfg.model.init_projector is not None) == stage2
 
@@ -35,6 +39,7 @@ PAPER = {  # (epochs, lr, global batch) of each paper's two stages
     "llava_v1_stage2": (3, 2e-5, 32),
     "llava_v15_stage1": (1, 1e-3, 256),
     "llava_v15_stage2": (1, 2e-5, 128),
+    "llava_v15_stage2_qlora": (1, 2e-4, 128),  # LLaVA-1.5's finetune_lora.sh
 }
 
 
@@ -53,12 +58,18 @@ def test_config_trains_one_step_with_tiny_stand_ins(path, tiny_world, tmp_path):
     tok = AutoTokenizer.from_pretrained(str(tiny_world["tokenizer"]))
     vision = {"kind": "hf", "hf_config": tiny_vision_hf_config(), "pretrained": None}
     text = tiny_text_config(vocab_size=len(tok))
-    stage2 = path.stem.endswith("stage2")
+    stage2 = "stage2" in path.stem
+    if load_train_config(path).model.lora.bits is None:
+        language_model = ["model.config.text_pretrained=null", f"model.config.text_config={json.dumps(text)}"]
+    else:  # QLoRA quantizes a pretrained LM as it loads: a tiny one saved to disk stands in
+        language_model = [
+            f"model.config.text_pretrained={_saved_lm(text, tmp_path)}",
+            "model.config.text_config=null",
+        ]
     overrides = [
         "model.imports=[]",
         f"model.config.vision={json.dumps(vision)}",
-        "model.config.text_pretrained=null",
-        f"model.config.text_config={json.dumps(text)}",
+        *language_model,
         f"model.tokenizer={tiny_world['tokenizer']}",
         "model.init_projector=null",
         "model.gradient_checkpointing=true",
@@ -75,3 +86,21 @@ def test_config_trains_one_step_with_tiny_stand_ins(path, tiny_world, tmp_path):
     ]
     result = train(load_train_config(path, overrides))
     assert result.steps == 1 and result.losses[0] > 0
+
+
+def test_qlora_config_is_llava_15s_lora_recipe_on_a_4bit_base():
+    cfg = load_train_config(Path(__file__).parents[2] / "configs" / "llava_v15_stage2_qlora.yaml")
+    lora = cfg.model.lora
+    assert (lora.enabled, lora.bits, lora.quant_type, lora.r, lora.alpha) == (True, 4, "nf4", 128, 256)
+    assert cfg.optim.projector_lr == 2e-5 and not cfg.model.trainable.language_model
+
+
+def _saved_lm(text_config: dict, tmp_path: Path) -> Path:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    text = dict(text_config)
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(text.pop("model_type"), **text))
+    lm.save_pretrained(tmp_path / "lm")
+    return tmp_path / "lm"
