@@ -33,6 +33,7 @@ def test_fast_demo_runs_reports_and_learns_counting(fast_run):
         and (out / "loss_curves.png").is_file()
         and (out / "examples.png").is_file()
     )
+    assert f"## Chat with the model\n\n```\nvistune chat --model {results['model_dir']} --image " in report
     closed = results["scores"]["closed"]
     # Counting needs the image (no text says how many shapes an image has) and is what the fast budget learns:
     # measured 84% against a 45% majority baseline on 100 held-out images (two-phase stage 2).

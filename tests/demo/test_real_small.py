@@ -50,6 +50,10 @@ def test_real_small_fast_runs_evaluates_and_compares_knowledge(real_small_run):
     report = (out / "report.md").read_text()
     for section in ("## Held-out exact match", "## Does the LLM's knowledge survive?", "## Time"):
         assert section in report
+    chat = f"vistune chat --model {results['model_dir']} --image"
+    assert (
+        f"{chat} {out / 'photos' / 'chelsea.png'}" in report and report.count(chat) == 2
+    )  # + a held-out image
 
     eval_images = results["settings"]["eval_images"]
     closed = results["scores"]["closed"]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from vistune.errors import VistuneError
+
 _HELP = """Run the whole LLaVA method on the miniature world and write a report.
 
 Builds the world (train + held-out images), generates instruction data with the rule-based `world` teacher,
@@ -57,15 +59,11 @@ def demo(
 
     check_out_dir(out)
     if preset == "real-small" and (ablation or reuse):
-        from vistune.errors import VistuneError
-
         raise VistuneError(
             f"{'--ablation' if ablation else '--reuse'} is not supported for --preset real-small (it runs the "
             "full method only; the ablation table comes with the world preset)"
         )
     if stage2 is not None and preset != "real-small":
-        from vistune.errors import VistuneError
-
         raise VistuneError(
             "--stage2 applies to --preset real-small only (the world preset trains its whole LM)"
         )

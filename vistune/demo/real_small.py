@@ -350,7 +350,14 @@ def write_report(
     result: DemoResult, s: RealSmallSettings, world, val_truths: list, knowledge: list[dict[str, Any]]
 ) -> Path:
     """report.md: held-out scores, the knowledge comparison verbatim, time, loss curves, examples."""
-    from vistune.demo.report import figure_sections, plot_curves, plot_examples, score_sections, time_table
+    from vistune.demo.report import (
+        chat_section,
+        figure_sections,
+        plot_curves,
+        plot_examples,
+        score_sections,
+        time_table,
+    )
 
     out = Path(result.out)
     curves = plot_curves(out, out / "loss_curves.png")
@@ -380,16 +387,8 @@ def write_report(
         "",
     ]
     lines += figure_sections(curves, examples, result)
-    lines += [
-        "",
-        "## Chat with the model",
-        "",
-        "```",
-        f"vistune chat --model {result.model_dir} --image {out / 'photos' / 'chelsea.png'}",
-        f"vistune chat --model {result.model_dir} --image {Path(world.images('val')) / val_truths[0].file_name}",
-        "```",
-        "",
-    ]
+    val_image = Path(world.images("val")) / val_truths[0].file_name
+    lines += chat_section(result.model_dir, [out / "photos" / "chelsea.png", val_image])
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -423,8 +422,7 @@ def knowledge_section(rows: list[dict[str, Any]]) -> list[str]:
         for who in ("untuned", "tuned"):
             check = ""
             if row["expect"]:
-                said = "yes" if row[f"{who}_mentions"] else "no"
-                check = f" — mentions {' / '.join(repr(w) for w in row['expect'])}: **{said}**"
+                check = f" — mentions {' / '.join(repr(w) for w in row['expect'])}: **{_yes(row[f'{who}_mentions'])}**"
             lines += [f"- **{who}**{check}:", "", *_quote(row[who]), ""]
     return lines
 

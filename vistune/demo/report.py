@@ -53,16 +53,7 @@ def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
         ]
     lines += ["## Time", "", *time_table(result), ""]
     lines += figure_sections(curves, examples, result)
-    image = Path(world.images("val")) / val_truths[0].file_name
-    lines += [
-        "",
-        "## Chat with the model",
-        "",
-        "```",
-        f"vistune chat --model {result.model_dir} --image {image}",
-        "```",
-        "",
-    ]
+    lines += chat_section(result.model_dir, [Path(world.images("val")) / val_truths[0].file_name])
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -89,6 +80,12 @@ def figure_sections(curves: Path | None, examples: Path | None, result: Any) -> 
             *example_text(result),
         ]
     return lines
+
+
+def chat_section(model_dir: str | Path, images: list[Path]) -> list[str]:
+    """The commands to chat with the trained model about each of `images`, as report lines."""
+    commands = [f"vistune chat --model {model_dir} --image {image}" for image in images]
+    return ["", "## Chat with the model", "", "```", *commands, "```", ""]
 
 
 def score_sections(scores: dict[str, Any]) -> list[str]:
