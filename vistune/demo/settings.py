@@ -51,8 +51,9 @@ class DemoSettings:
     stage1: StageSettings = field(default_factory=lambda: StageSettings(steps=40, batch_size=64, lr=2e-3))
     # Stage 2 runs in two phases. First only the questions whose answer must be looked up in the image token the
     # question names (`lookup_types`): mixed with every other type from the start, the tiny LM never learned that
-    # lookup (color stayed at chance for 2,500 steps even with perfect features); alone, it learns it, and then the
-    # full mix (`stage2`) keeps it and learns existence on top. `lookup: None` trains stage 2 in one phase.
+    # lookup (color stayed at chance for 2,500 steps even with perfect features); alone, it can learn it, and then
+    # the full mix (`stage2`) keeps it (with perfect features it also learned existence on top; with the encoder's,
+    # existence stayed near its baseline). `lookup: None` trains stage 2 in one phase.
     # The lookup forms slowly on the real encoder's features (still rising at 2,500 steps), hence most of the budget.
     lookup: StageSettings | None = field(
         default_factory=lambda: StageSettings(steps=4000, batch_size=32, lr=1e-3)
