@@ -20,7 +20,10 @@ features replace the perfect ones), seed=N (projector init and batch order), wor
 LM's own word embeddings: cell token = emb(color) + emb(shape) + emb(size) + emb(row) + emb(col); wordtrain=1 trains
 it), theta=X (rotary base of a fresh LM, pre=0), summary=1 (every token also carries the whole scene: presence, row
 and column of each color-shape pair), textscene=1 (control without images: the scene written as text, e.g. "red star
-top left.", in place of the image tokens), minobj=N (train, or the first phase, on images with >= N objects).
+top left.", in place of the image tokens), minobj=N (train, or the first phase, on images with >= N objects),
+sent=1 (sentence answers that restate what was asked: "The star is red.", "The red object is a star."; with
+shapeform=it the shape reply is "It is a red star."; keyscore=1 scores the answer word's tokens only), sentcur=N
+(the first N steps on sentence answers, then one-word answers).
 """
 
 import math
@@ -166,6 +169,7 @@ IMG = -200
 
 
 TEXT_SCENE = args.get("textscene") == "1"
+SENT = [args.get("sent") in ("1", "lib")]
 TRUTHS = {t.image_id: t for t in tr + va}
 
 
@@ -191,6 +195,19 @@ def encode(q, with_answer=True):
             for o in sorted(truth.objects, key=lambda o: (o.row, o.col))
         )
         conv[0]["value"] = conv[0]["value"].replace("<image>", scene)
+    if SENT[0] and args.get("sent") == "lib":  # the library's sentence replies, all types
+        conv = q.conversation(with_answer=True, style="sentence")
+        if q.qtype == "existence" and args.get("exform") == "echo":
+            obj = q.question.removeprefix("Is there ").rstrip("?")
+            conv[1]["value"] = f"{obj[0].upper()}{obj[1:]}? " + (
+                "Yes, there is one." if q.answer == "yes" else "No, there is none."
+            )
+    elif SENT[0]:  # a sentence answer that restates what the question is about
+        key = q.question.split(" is the ", 1)[1].rstrip("?")
+        if q.qtype in ("color", "shape"):
+            conv[1]["value"] = f"The {key} is {'a ' if q.qtype == 'shape' else ''}{q.answer}."
+            if q.qtype == "shape" and args.get("shapeform") == "it":
+                conv[1]["value"] = f"It is a {key.split()[0]} {q.answer}."
     t = tokenize_conversation(conv, tok, tmpl, num_image_tokens=9)
     return t.input_ids, t.labels
 
@@ -219,6 +236,13 @@ def build_multi(truths, seed, per):
     return out
 
 
+SENT_STEPS = int(
+    args.get("sentcur", 0)
+)  # the first N steps on sentence answers, then short answers (SENT off)
+if SENT_STEPS:
+    SENT[0] = True
+    sent_train = build(tr, 0, 3)
+    SENT[0] = False
 train = build_multi(tr, 0, int(args.get("per", 2))) if multi else build(tr, 0, 3)
 val = build(va, 1, 1)
 print(len(train), "train qs", len(val), "val qs", flush=True)
@@ -297,6 +321,20 @@ def evaluate():
             for b, it in enumerate(items):
                 m = tgt[b] != -100
                 ok = bool((pred[b][m] == tgt[b][m]).all())
+                if args.get("keyscore") == "1":  # score the answer word's tokens only (sentence answers)
+                    seq = tgt[b].tolist()
+                    for form in (
+                        " " + it[2].answer,
+                        it[2].answer.capitalize(),
+                        " " + it[2].answer.capitalize(),
+                        it[2].answer,
+                    ):
+                        aw = tok.encode(form, add_special_tokens=False)
+                        at = next((j for j in range(len(seq)) if seq[j : j + len(aw)] == aw), None)
+                        if at is not None:
+                            break
+                    assert at is not None, (tok.decode([x for x in seq if x >= 0]), it[2].answer)
+                    ok = bool((pred[b][at : at + len(aw)] == tgt[b][at : at + len(aw)]).all())
                 first = m.nonzero()[0, 0]
                 nll = -torch.log_softmax(logits[b, first], -1)[tgt[b, first]].item()
                 NLL.setdefault(it[2].qtype, []).append(nll)
@@ -333,7 +371,9 @@ for step in range(steps + 1):
     if step == steps:
         break
     cur = int(args.get("cur", 0))
-    if step < cur:
+    if step < SENT_STEPS:
+        items = rng.sample(sent_train, bs)
+    elif step < cur:
         items = rng.sample(first_train, bs)
     else:
         items = rng.sample(train, bs)

@@ -23,7 +23,7 @@ def _baseline(closed: dict) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # 1 min 50 s measured on the idle 2-core machine; 7.3 min beside other jobs
+@pytest.mark.timeout(1800)  # 1 min 53 s measured on the idle 2-core machine; 7.3 min beside other jobs
 def test_fast_demo_runs_reports_and_learns_counting(fast_run):
     out, output, results = fast_run
     assert "vistune chat --model" in output
@@ -36,16 +36,18 @@ def test_fast_demo_runs_reports_and_learns_counting(fast_run):
     assert f"## Chat with the model\n\n```\nvistune chat --model {results['model_dir']} --image " in report
     closed = results["scores"]["closed"]
     # Counting needs the image (no text says how many shapes an image has) and is what the fast budget learns:
-    # measured 84% against a 45% majority baseline on 100 held-out images (two-phase stage 2).
+    # measured 73% (short answers) and 82% (sentence answers) against a 45% majority baseline, 100 held-out images.
     assert closed["accuracy"]["count"] > closed["majority_baseline"]["count"] + 0.1, closed
+    sentence = results["scores"]["closed_sentence"]
+    assert sentence["accuracy"]["count"] > sentence["majority_baseline"]["count"] + 0.1, sentence
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.xfail(
-    reason="issue 5 target not reached yet: questions that need the LM to find the matching image token (color, "
-    "shape, position, existence) stay near chance at this budget; the tiny LM fails the same lookup even with "
-    "the scene written as text, and learns it from perfect features only for some pretrained LMs (docs/demo.md)",
+    reason="issue 5 target not reached yet: the fast preset's 150 lookup steps are too few for the lookup (color "
+    "11-13% in both answer styles); the full demo's 4,000 read color 92% and shape 84% with sentence answers, "
+    "but not existence or position (docs/demo.md, fifth round)",
     strict=False,
 )
 def test_fast_demo_learns_well_above_chance_overall(fast_run):

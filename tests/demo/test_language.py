@@ -72,12 +72,23 @@ def test_world_text_puts_each_images_questions_in_one_conversation(tmp_path):
         qa("b.png", "What shape is the blue object?", "circle"),
         qa("a.png", "What color is the star?", "red"),
     ]
-    for name, records in (("stage1", captions), ("instruct", teacher), ("closed", closed)):
+    sentence = [qa("b.png", "What shape is the blue object?", "It is a blue circle.")]
+    for name, records in (
+        ("stage1", captions),
+        ("instruct", teacher),
+        ("closed", closed),
+        ("sentence", sentence),
+    ):
         (paths.data / f"{name}.json").write_text(json.dumps(records))
     docs = world_text(paths, DemoSettings())
     assert docs[:2] == ["A red star.", "A blue circle."]  # captions as plain text
-    assert len(docs) == 2 + 1 + 2  # + the teacher conversation + one conversation per image
+    assert (
+        len(docs) == 2 + 1 + 2 + 1
+    )  # + the teacher conversation + one conversation per image and answer style
     assert "top left corner" in docs[2] and "<|im_start|>assistant" in docs[2]
+    assert (
+        "It is a blue circle." in docs[-1] and "circle<|im_end|>" not in docs[-1]
+    )  # styles in separate documents
     image_a = next(d for d in docs[3:] if "red star?" in d)
     assert "What color is the star?" in image_a and "blue object" not in image_a
     assert image_a.count("<|im_start|>user") == 2 and not any("<image>" in d for d in docs)

@@ -49,6 +49,10 @@ def test_eval_world_scores_every_type_and_writes_json(tiny_model_dir, tmp_path):
     assert closed["n"] == sum(closed["counts"].values())
     assert 0.0 <= closed["overall"] <= 1.0
     assert "descriptions" in scores and "precision" in scores["descriptions"]
+    # The same questions again in the sentence style, scored by the attribute the reply names.
+    sentence = scores["closed_sentence"]
+    assert sentence["counts"] == closed["counts"] and 0.0 <= sentence["overall"] <= 1.0
+    assert "closed questions, short answers" in result.output and "sentence answers" in result.output
     for qtype in closed["accuracy"]:
         assert qtype in result.output and "majority baseline" in result.output
 

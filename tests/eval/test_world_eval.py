@@ -90,3 +90,31 @@ def test_question_records_are_llava_format(truths):
     assert recs[0]["conversations"][0]["value"].startswith("<image>\n")
     assert recs[0]["conversations"][1]["from"] == "gpt"
     assert len({r["id"] for r in recs}) == len(recs)
+
+
+def test_sentence_replies_name_the_answer_and_extraction_is_strict(truths):
+    from vistune.eval.world import extract_answer
+
+    qs = make_closed_questions(truths, seed=2)
+    assert {q.qtype for q in qs} == set(QUESTION_TYPES)
+    for q in qs:  # every generated reply yields exactly its short answer
+        assert extract_answer(q.qtype, q.reply) == q.answer, (q.qtype, q.reply, q.answer)
+        turns = q.conversation(with_answer=True, style="sentence")
+        assert "Answer with" not in turns[0]["value"] and turns[1]["value"] == q.reply
+    assert extract_answer("color", "The star is red.") == "red"
+    assert extract_answer("color", "The star is red or blue.") == ""  # two different colors: wrong
+    assert extract_answer("color", "It is a star.") == ""  # none
+    assert extract_answer("shape", "It is a red stars.") == "star"
+    assert extract_answer("count", "There are 3 stars.") == "three"
+    assert extract_answer("position", "The red star is in the top left corner.") == "top left"
+    assert extract_answer("position", "The red star is at the top.") == "top"
+    assert extract_answer("position", "It is at the top, or on the left.") == ""
+    assert extract_answer("existence", "No, there is no green heart.") == "no"
+    assert extract_answer("existence", "There is a green heart.") == ""
+    q = qs[0]
+    scores = score_closed([q, q], [q.reply, "I cannot tell."], style="sentence")
+    assert scores.overall == 0.5
+    with pytest.raises(ValueError, match="answer style"):
+        score_closed([q], [q.reply], style="long")
+    recs = question_records([q], style="sentence")
+    assert recs[0]["conversations"][1]["value"] == q.reply

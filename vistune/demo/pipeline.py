@@ -128,7 +128,8 @@ def load_truths(world, split: str) -> list:
 
 
 def datagen_step(paths: DemoPaths, s: DemoSettings, world, truths: list, say: Callable[[str], None]) -> dict:
-    """Teacher data (conversation, detail, complex_reasoning), stage-1 captions, short-answer questions."""
+    """Teacher data (conversation, detail, complex_reasoning), stage-1 captions, closed questions in both answer
+    styles (short and sentence)."""
     from vistune.datagen.annotations import load_annotations
     from vistune.datagen.grounding import WORLD_TOTAL_NOUNS, GroundingChecker
     from vistune.datagen.pipeline import DatagenConfig, run_datagen
@@ -156,16 +157,28 @@ def datagen_step(paths: DemoPaths, s: DemoSettings, world, truths: list, say: Ca
     # Single-turn records, one question each, as evaluation asks them (packing an image's questions into one
     # conversation lets later answers lean on earlier questions instead of the image).
     questions = make_closed_questions(truths, seed=s.seed, per_type=s.closed_rounds)
+    # Each question in every answer style: short ("red", LLaVA-1.5's VQA prompt) and sentence ("The star is red.").
     closed = question_records(questions)
-    lookup = question_records([q for q in questions if q.qtype in s.lookup_types], id_prefix="lookup")
-    mixed = instruct + closed
+    sentence = question_records(questions, id_prefix="sentence", style="sentence")
+    lookup = question_records(
+        [q for q in questions if q.qtype in s.lookup_types], id_prefix="lookup", style=s.lookup_style
+    )
+    mixed = instruct + closed + sentence
     random.Random(s.seed).shuffle(mixed)
-    files = {"stage1": stage1, "instruct": instruct, "closed": closed, "lookup": lookup, "stage2": mixed}
+    files = {
+        "stage1": stage1,
+        "instruct": instruct,
+        "closed": closed,
+        "sentence": sentence,
+        "lookup": lookup,
+        "stage2": mixed,
+    }
     for name, records in files.items():
         (paths.data / f"{name}.json").write_text(json.dumps(records))
     say(
         f"    stage 1: {len(stage1)} caption records; stage 2: {len(lookup)} lookup questions "
-        f"({', '.join(s.lookup_types)}), then {len(instruct)} teacher + {len(closed)} short-answer records"
+        f"({', '.join(s.lookup_types)}; {s.lookup_style} answers), then {len(instruct)} teacher + "
+        f"{len(closed)} short-answer + {len(sentence)} sentence-answer records"
     )
     return {name: len(records) for name, records in files.items()}
 
@@ -240,14 +253,15 @@ def language_step(paths: DemoPaths, s: DemoSettings) -> list[float]:
 
 def world_text(paths: DemoPaths, s: DemoSettings) -> list[str]:
     """Documents for the LM, in the chat template, with the `<image>` placeholder removed (the LM never sees images
-    before LLaVA training): every stage-1 caption, every teacher conversation, and each train image's short-answer
-    questions as ONE multi-turn conversation.
+    before LLaVA training): every stage-1 caption, every teacher conversation, and each train image's closed
+    questions as ONE multi-turn conversation per answer style (short, then sentence in a separate document).
 
     One conversation per image because its later answers can be read off its earlier turns ("Is there an orange
     circle? yes" ... "What shape is the orange object? circle"): text that asks the LM to look things up in its
     context, the ability stage 2 must point at the image tokens. The two LMs that learned the color/shape lookup
     best from perfect image features were pretrained on such text; others pretrained the same way did not, so this
-    is the better-evidenced text, not a fix (docs/demo.md, fourth round).
+    is the better-evidenced text, not a fix (docs/demo.md, fourth round). The sentence replies teach, from text
+    alone, to restate what a question names ("Is there a brown heart?" -> "No, there is no brown heart.").
     """
     from vistune.testing import make_tiny_tokenizer
     from vistune.text.templates import render, to_messages
@@ -260,13 +274,14 @@ def world_text(paths: DemoPaths, s: DemoSettings) -> list[str]:
 
     docs = [r["conversations"][1]["value"] for r in json.loads((paths.data / "stage1.json").read_text())]
     docs += [text(r["conversations"]) for r in json.loads((paths.data / "instruct.json").read_text())]
-    per_image: dict[str, list[list[dict[str, str]]]] = {}
-    for r in json.loads((paths.data / "closed.json").read_text()):
-        per_image.setdefault(r["image"], []).append(r["conversations"])
     rng = random.Random(s.seed)
-    for pairs in per_image.values():
-        rng.shuffle(pairs)
-        docs.append(text([turn for pair in pairs for turn in pair]))
+    for style_file in ("closed.json", "sentence.json"):
+        per_image: dict[str, list[list[dict[str, str]]]] = {}
+        for r in json.loads((paths.data / style_file).read_text()):
+            per_image.setdefault(r["image"], []).append(r["conversations"])
+        for pairs in per_image.values():
+            rng.shuffle(pairs)
+            docs.append(text([turn for pair in pairs for turn in pair]))
     return docs
 
 
@@ -475,10 +490,11 @@ def run_demo(
         "closed": s.closed_rounds,
         "flavors": s.flavors,
         "lookup_types": s.lookup_types,
-        "records": 2,  # the short-answer records' layout (2: single-turn); bump when it changes
+        "lookup_style": s.lookup_style,
+        "records": 3,  # the closed-question records' layout (3: single-turn, both answer styles); bump on change
     }
     with steps.step(
-        "instruction data (teacher: rule-based `world`; stage-1 captions; short-answer questions)"
+        "instruction data (teacher: rule-based `world`; stage-1 captions; closed questions, short and sentence answers)"
     ):
         if not cache.has("data", depends):
             datagen_step(paths, s, world, train_truths, say)
@@ -496,7 +512,7 @@ def run_demo(
         "lm": asdict(s.language),
         "train": asdict(s.language_train),
         "template": s.template,
-        "text": 2,  # world_text's layout (2: each image's short-answer questions as one conversation)
+        "text": 3,  # world_text's layout (3: each image's closed questions as one conversation per answer style)
     }
     with steps.step("pretrain the language model on the world's text"):
         if not cache.has("lm", lm_depends):
@@ -564,6 +580,10 @@ def headline(scores: dict[str, Any]) -> str:
     closed = scores["closed"]
     per_type = ", ".join(f"{k} {v:.1%}" for k, v in closed["accuracy"].items())
     desc = scores["descriptions"]
+    sentence = scores.get("closed_sentence")
+    if sentence is not None:
+        per_type += "; sentence answers " + ", ".join(f"{k} {v:.1%}" for k, v in sentence["accuracy"].items())
+        per_type += f", overall {sentence['overall']:.1%}"
     return (
         f"closed questions {closed['overall']:.1%} on {closed['n']} questions ({per_type}); descriptions "
         f"precision {desc['precision']:.1%} recall {desc['recall']:.1%}"

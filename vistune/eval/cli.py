@@ -23,8 +23,10 @@ def world(
 ) -> None:
     """Exact-match accuracy per question type on a world split, and description precision / recall.
 
-    Each image is asked one well-posed question of every type (color, shape, count, position, existence);
-    answers are greedy and compared after normalization; the majority baseline is printed beside each type.
+    Each image is asked one well-posed question of every type (color, shape, count, position, existence), in two
+    answer styles: short ("Answer with a single word or phrase.") and sentence (the bare question; the attribute the
+    reply names is extracted); answers are greedy and compared exactly after normalization; the majority baseline
+    is printed beside each type.
 
     Example: vistune eval world --model runs/demo/stage2/model --world runs/demo/world --max-images 100
     """
@@ -49,13 +51,16 @@ def world(
     except VistuneError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
-    closed = scores["closed"]
-    typer.echo(f"closed questions: {closed['overall']:.1%} exact match on {closed['n']} questions")
-    for qtype, acc in closed["accuracy"].items():
+    for key, style in (("closed", "short answers"), ("closed_sentence", "sentence answers")):
+        closed = scores[key]
         typer.echo(
-            f"  {qtype:<10} {acc:6.1%}  (n={closed['counts'][qtype]}, "
-            f"majority baseline {closed['majority_baseline'][qtype]:.1%})"
+            f"closed questions, {style}: {closed['overall']:.1%} exact match on {closed['n']} questions"
         )
+        for qtype, acc in closed["accuracy"].items():
+            typer.echo(
+                f"  {qtype:<10} {acc:6.1%}  (n={closed['counts'][qtype]}, "
+                f"majority baseline {closed['majority_baseline'][qtype]:.1%})"
+            )
     if descriptions:
         desc = scores["descriptions"]
         typer.echo(f"descriptions: precision {desc['precision']:.1%}, recall {desc['recall']:.1%}")

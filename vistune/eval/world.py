@@ -11,7 +11,15 @@ asks only about facts the ground truth records. Types, balanced per image:
     position   Where is the red star?                  -> top left      (one of the 3x3 grid regions)
     existence  Is there a green heart?                 -> yes / no      (50/50; "no" names a near miss)
 
-The same generator writes short-answer *training* records from train-split images (as LLaVA-1.5 mixes VQA data
+Two answer styles, both scored exactly:
+
+    short     the question + "Answer with a single word or phrase."  -> "red"    (LLaVA-1.5's VQA prompt)
+    sentence  the bare question  -> "The star is red."   (a conversational reply that restates what was asked,
+              as the teacher's conversations do); the asked attribute is extracted by rule (the one color, shape,
+              number, region or yes / no the reply names) and must equal the truth; a reply that names none, or
+              two different ones, is wrong.
+
+The same generator writes *training* records in both styles from train-split images (as LLaVA-1.5 mixes VQA data
 with that prompt into stage 2); evaluation uses held-out images only.
 
 Detailed descriptions are scored by the objects they mention ("red star", "large red star", "red stars")
@@ -30,9 +38,19 @@ from typing import Any
 import numpy as np
 
 from vistune.world.truth import ImageTruth, ObjectTruth
-from vistune.world.vocab import COLORS, NUMBER_WORDS, REGIONS, SHAPES, SIZES, number_word, plural
+from vistune.world.vocab import (
+    COLORS,
+    NUMBER_WORDS,
+    REGION_PHRASES,
+    REGIONS,
+    SHAPES,
+    SIZES,
+    number_word,
+    plural,
+)
 
 QUESTION_TYPES: tuple[str, ...] = ("color", "shape", "count", "position", "existence")
+ANSWER_STYLES: tuple[str, ...] = ("short", "sentence")
 SHORT_ANSWER_PROMPT = "Answer with a single word or phrase."
 DETAIL_PROMPT = "Describe the image in detail."
 
@@ -44,13 +62,24 @@ class ClosedQuestion:
     qtype: str
     question: str
     answer: str
+    reply: str = ""  # the sentence-style answer ("The star is red."); the short answer when empty
 
-    def conversation(self, *, with_answer: bool = False) -> list[dict[str, str]]:
-        """LLaVA-format turns: `<image>`, the question and the short-answer instruction (and the answer)."""
-        turns = [{"from": "human", "value": f"<image>\n{self.question}\n{SHORT_ANSWER_PROMPT}"}]
+    def conversation(self, *, with_answer: bool = False, style: str = "short") -> list[dict[str, str]]:
+        """LLaVA-format turns: `<image>` and the question (+ the short-answer instruction in the `short` style),
+        and the answer in that style."""
+        if style not in ANSWER_STYLES:
+            raise ValueError(f"unknown answer style {style!r}; valid: {', '.join(ANSWER_STYLES)}")
+        prompt = f"<image>\n{self.question}" + (f"\n{SHORT_ANSWER_PROMPT}" if style == "short" else "")
+        turns = [{"from": "human", "value": prompt}]
         if with_answer:
-            turns.append({"from": "gpt", "value": self.answer})
+            turns.append(
+                {"from": "gpt", "value": self.answer if style == "short" else self.reply or self.answer}
+            )
         return turns
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def _pick(rng: np.random.Generator, items: Sequence):
@@ -67,7 +96,7 @@ def _q_color(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str] | None:
     if not unique:
         return None
     o = _pick(rng, unique)
-    return f"What color is the {o.shape}?", o.color
+    return f"What color is the {o.shape}?", o.color, f"The {o.shape} is {o.color}."
 
 
 def _q_shape(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str] | None:
@@ -75,35 +104,48 @@ def _q_shape(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str] | None:
     if not unique:
         return None
     o = _pick(rng, unique)
-    return f"What shape is the {o.color} object?", o.shape
+    # The reply names the asked-about color right before the answer: the lookup it needs is one step.
+    return f"What shape is the {o.color} object?", o.shape, f"It is {_article(o.color)} {o.color} {o.shape}."
 
 
 def _q_count(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str]:
     if rng.random() < 0.5:
-        return "How many shapes are there?", number_word(len(t.objects))
-    shape = _pick(rng, [o.shape for o in t.objects])
-    n = sum(o.shape == shape for o in t.objects)
-    return f"How many {plural(shape, 2)} are there?", number_word(n)
+        shape, n = "shape", len(t.objects)
+        question = "How many shapes are there?"
+    else:
+        shape = _pick(rng, [o.shape for o in t.objects])
+        n = sum(o.shape == shape for o in t.objects)
+        question = f"How many {plural(shape, 2)} are there?"
+    verb = "is" if n == 1 else "are"
+    return question, number_word(n), f"There {verb} {number_word(n)} {plural(shape, n)}."
 
 
 def _q_position(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str]:
     o = _pick(rng, t.objects)
-    return f"Where is the {_ref(t, o)}?", o.region
+    ref = _ref(t, o)
+    return f"Where is the {ref}?", o.region, f"The {ref} is {REGION_PHRASES[o.region]}."
 
 
 def _q_existence(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str]:
     if rng.random() < 0.5:
         o = _pick(rng, t.objects)
-        return f"Is there a {o.name}?", "yes"
+        return f"Is there a {o.name}?", "yes", _echo(o.color, o.shape, "yes")
     present = {(o.color, o.shape) for o in t.objects}
     # A near miss (a color or a shape that is in the image, in another combination) makes "no" non-trivial.
     near = [(c, o.shape) for o in t.objects for c in COLORS if (c, o.shape) not in present]
     near += [(o.color, s) for o in t.objects for s in SHAPES if (o.color, s) not in present]
     color, shape = _pick(rng, near)
-    return f"Is there a {color} {shape}?", "no"
+    return f"Is there a {color} {shape}?", "no", _echo(color, shape, "no")
 
 
-_MAKERS = {
+def _echo(color: str, shape: str, answer: str) -> str:
+    """The existence reply names the object first, so yes / no is decided right after it (one lookup step)."""
+    found = "Yes, there is one." if answer == "yes" else "No, there is none."
+    return f"{_article(color).capitalize()} {color} {shape}? {found}"
+
+
+_Made = tuple[str, str, str]  # question, short answer, sentence reply
+_MAKERS: dict[str, Callable[[ImageTruth, np.random.Generator], _Made | None]] = {
     "color": _q_color,
     "shape": _q_shape,
     "count": _q_count,
@@ -120,7 +162,7 @@ def closed_questions(
     for qtype in types:
         made = _MAKERS[qtype](truth, rng)
         if made is not None:
-            out.append(ClosedQuestion(truth.image_id, truth.file_name, qtype, made[0], made[1]))
+            out.append(ClosedQuestion(truth.image_id, truth.file_name, qtype, *made))
     return out
 
 
@@ -140,13 +182,15 @@ def make_closed_questions(
     return out
 
 
-def question_records(questions: Sequence[ClosedQuestion], *, id_prefix: str = "closed") -> list[dict]:
-    """LLaVA-format training records (`image` is the file name relative to the split's image folder)."""
+def question_records(
+    questions: Sequence[ClosedQuestion], *, id_prefix: str = "closed", style: str = "short"
+) -> list[dict]:
+    """LLaVA-format training records in one answer style (`image`: the file name in the split's image folder)."""
     return [
         {
             "id": f"{id_prefix}-{q.image_id}-{i}",
             "image": q.file_name,
-            "conversations": q.conversation(with_answer=True),
+            "conversations": q.conversation(with_answer=True, style=style),
         }
         for i, q in enumerate(questions)
     ]
@@ -166,6 +210,47 @@ def normalize_answer(text: str) -> str:
     return _WORD_NUMBERS.get(text, text)
 
 
+_COLOR_WORD = re.compile(rf"\b({'|'.join(COLORS)})\b")
+_SHAPE_WORD = re.compile(
+    rf"\b({'|'.join(sorted({plural(s, 2) for s in SHAPES} | set(SHAPES), key=len, reverse=True))})\b"
+)
+_NUMBER_WORD = re.compile(rf"\b({'|'.join(NUMBER_WORDS)}|\d+)\b")
+# Each region's running-text phrase ("in the top left corner") and bare name, longest first so "top left" wins.
+_REGION_WORD = re.compile(
+    r"\b("
+    + "|".join(
+        re.escape(p)
+        for p in sorted(set(REGION_PHRASES.values()) | set(REGIONS.values()), key=len, reverse=True)
+    )
+    + r")\b"
+)
+_PHRASE_REGION = {phrase: region for region, phrase in REGION_PHRASES.items()} | {
+    r: r for r in REGIONS.values()
+}
+
+
+def extract_answer(qtype: str, reply: str) -> str:
+    """The asked attribute a sentence reply names: "The star is red." -> "red" (color question).
+
+    The one distinct color / shape / number / region / yes-or-no the reply names (else "": none, or two
+    different ones).
+    """
+    text = reply.strip().lower()
+    if qtype == "existence":
+        found = set(re.findall(r"\b(yes|no)\b", text))
+    elif qtype == "color":
+        found = {m.group(1) for m in _COLOR_WORD.finditer(text)}
+    elif qtype == "shape":
+        found = {_SINGULAR[m.group(1)] for m in _SHAPE_WORD.finditer(text)}
+    elif qtype == "count":
+        found = {normalize_answer(m.group(1)) for m in _NUMBER_WORD.finditer(text)}
+    elif qtype == "position":
+        found = {_PHRASE_REGION[m.group(1)] for m in _REGION_WORD.finditer(text)}
+    else:
+        raise ValueError(f"unknown question type {qtype!r}; valid: {', '.join(QUESTION_TYPES)}")
+    return found.pop() if len(found) == 1 else ""
+
+
 @dataclass
 class ClosedScores:
     """Exact-match accuracy per question type and overall (micro), with counts and the majority baseline."""
@@ -180,8 +265,13 @@ class ClosedScores:
         return asdict(self)
 
 
-def score_closed(questions: Sequence[ClosedQuestion], predictions: Sequence[str]) -> ClosedScores:
-    """Exact match after `normalize_answer`; the baseline always answers a type's most frequent answer."""
+def score_closed(
+    questions: Sequence[ClosedQuestion], predictions: Sequence[str], *, style: str = "short"
+) -> ClosedScores:
+    """Exact match after `normalize_answer` (`sentence` style: of the answer `extract_answer` finds in the reply);
+    the baseline always answers a type's most frequent answer."""
+    if style not in ANSWER_STYLES:
+        raise ValueError(f"unknown answer style {style!r}; valid: {', '.join(ANSWER_STYLES)}")
     if len(questions) != len(predictions):
         raise ValueError(f"{len(questions)} questions but {len(predictions)} predictions")
     right: Counter[str] = Counter()
@@ -189,7 +279,8 @@ def score_closed(questions: Sequence[ClosedQuestion], predictions: Sequence[str]
     answers: dict[str, Counter[str]] = {}
     for q, pred in zip(questions, predictions, strict=True):
         total[q.qtype] += 1
-        right[q.qtype] += normalize_answer(pred) == normalize_answer(q.answer)
+        said = extract_answer(q.qtype, pred) if style == "sentence" else pred
+        right[q.qtype] += normalize_answer(said) == normalize_answer(q.answer)
         answers.setdefault(q.qtype, Counter())[q.answer] += 1
     types = [t for t in QUESTION_TYPES if total[t]] + sorted(set(total) - set(QUESTION_TYPES))
     n = sum(total.values())
@@ -253,7 +344,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Greedy answers of the saved model on held-out images -> scores (and a few examples for the report).
 
-    Each image is asked one question of every type (single-turn, as posed in training), and the first
+    Each image is asked one question of every type in both answer styles (single-turn, as posed in training), and the first
     `max_descriptions` images are described in detail.
     """
     from vistune.infer.generate import GenerationConfig, generate_batch
@@ -284,14 +375,17 @@ def evaluate_model(
                 on_progress(f"{len(out)}/{len(conversations)} {what}")
         return out
 
-    answers = answer([q.conversation() for q in questions], [q.file_name for q in questions], 8, "questions")
+    files = [q.file_name for q in questions]
+    answers = answer([q.conversation() for q in questions], files, 8, "short answers")
+    replies = answer([q.conversation(style="sentence") for q in questions], files, 16, "sentence answers")
     described = truths[:max_descriptions]
     prompt = [{"from": "human", "value": f"<image>\n{DETAIL_PROMPT}"}]
     descriptions = answer([prompt] * len(described), [t.file_name for t in described], 160, "descriptions")
     return {
         "closed": score_closed(questions, answers).to_dict(),
+        "closed_sentence": score_closed(questions, replies, style="sentence").to_dict(),
         "descriptions": score_descriptions(described, descriptions).to_dict(),
-        "examples": _examples(truths, questions, answers, descriptions, examples),
+        "examples": _examples(truths, questions, answers, replies, descriptions, examples),
     }
 
 
@@ -312,6 +406,7 @@ def _examples(
     truths: Sequence[ImageTruth],
     questions: Sequence[ClosedQuestion],
     answers: Sequence[str],
+    replies: Sequence[str],
     descriptions: Sequence[str],
     n: int,
 ) -> list[dict[str, Any]]:
@@ -324,8 +419,10 @@ def _examples(
                 "answer": a,
                 "truth": q.answer,
                 "correct": normalize_answer(a) == normalize_answer(q.answer),
+                "reply": r,
+                "reply_correct": extract_answer(q.qtype, r) == q.answer,
             }
-            for q, a in zip(questions, answers, strict=True)
+            for q, a, r in zip(questions, answers, replies, strict=True)
             if q.image_id == t.image_id
         ]
         out.append(
@@ -340,6 +437,8 @@ __all__ = [
     "QUESTION_TYPES",
     "REGIONS",
     "SHORT_ANSWER_PROMPT",
+    "ANSWER_STYLES",
+    "extract_answer",
     "ClosedQuestion",
     "ClosedScores",
     "DescriptionScores",
