@@ -22,7 +22,8 @@ it), theta=X (rotary base of a fresh LM, pre=0), summary=1 (every token also car
 and column of each color-shape pair), textscene=1 (control without images: the scene written as text, e.g. "red star
 top left.", in place of the image tokens), minobj=N (train, or the first phase, on images with >= N objects),
 sent=1 (sentence answers that restate what was asked: "The star is red.", "The red object is a star."; with
-shapeform=it the shape reply is "It is a red star."; keyscore=1 scores the answer word's tokens only), sentcur=N
+shapeform=it the shape reply is "It is a red star."; sent=lib: the library's sentence replies for every type, as
+the demo trains them; keyscore=1 scores the answer word's tokens only), sentcur=N
 (the first N steps on sentence answers, then one-word answers).
 """
 
@@ -197,11 +198,6 @@ def encode(q, with_answer=True):
         conv[0]["value"] = conv[0]["value"].replace("<image>", scene)
     if SENT[0] and args.get("sent") == "lib":  # the library's sentence replies, all types
         conv = q.conversation(with_answer=True, style="sentence")
-        if q.qtype == "existence" and args.get("exform") == "echo":
-            obj = q.question.removeprefix("Is there ").rstrip("?")
-            conv[1]["value"] = f"{obj[0].upper()}{obj[1:]}? " + (
-                "Yes, there is one." if q.answer == "yes" else "No, there is none."
-            )
     elif SENT[0]:  # a sentence answer that restates what the question is about
         key = q.question.split(" is the ", 1)[1].rstrip("?")
         if q.qtype in ("color", "shape"):

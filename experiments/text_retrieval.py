@@ -56,9 +56,6 @@ def scene(t):
     return " ".join(f"{o.color} {o.shape} {REGIONS[(o.row, o.col)]}." for o in objs)
 
 
-chat = tok
-
-
 def doc(t, qs):
     turns = []
     for i, q in enumerate(qs):
@@ -67,7 +64,7 @@ def doc(t, qs):
             c[0]["value"].replace("<image>", scene(t)) if i == 0 else c[0]["value"].replace("<image>\n", "")
         )
         turns += c
-    return render("chatml", to_messages(turns), chat).text
+    return render("chatml", to_messages(turns), tok).text
 
 
 byimg = {}
@@ -82,9 +79,10 @@ rng.shuffle(docs)
 blocks = pack_blocks(docs, tok, block)
 print(len(docs), "docs", blocks.shape, "blocks", flush=True)
 val = []
+VA = {t.image_id: t for t in va}
 for q in make_closed_questions(va, seed=1, per_type=1):
     c = q.conversation(with_answer=True)
-    c[0]["value"] = c[0]["value"].replace("<image>", scene({t.image_id: t for t in va}[q.image_id]))
+    c[0]["value"] = c[0]["value"].replace("<image>", scene(VA[q.image_id]))
     tk = tokenize_conversation(c, tok, "chatml", num_image_tokens=1)
     val.append((torch.tensor(tk.input_ids), torch.tensor(tk.labels), q.qtype))
 opts = LanguageModelOptions(

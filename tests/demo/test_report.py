@@ -36,6 +36,6 @@ def test_verdicts_compare_the_answer_style_asked_for():
     full = {**_scores(0.40), "closed_sentence": _scores(0.90)["closed"]}
     ablated = {**_scores(0.40), "closed_sentence": _scores(0.30)["closed"]}
     short = ablation_verdicts(full, {"without stage 1": ablated})
-    sentence = ablation_verdicts(full, {"without stage 1": ablated}, key="closed_sentence")
+    sentence = ablation_verdicts(full, {"without stage 1": ablated}, style="sentence")
     assert "(short answers)" in short[0] and "**not measurably**" in short[-1]
     assert "(sentence answers)" in sentence[0] and "**yes**" in sentence[-1]

@@ -63,7 +63,7 @@ def test_normalize_and_score():
     assert score_closed(qs, []).n == 0
     from vistune.eval.world import ClosedQuestion
 
-    qs = [ClosedQuestion(1, "a.png", "color", "What color is the star?", "red")] * 2
+    qs = [ClosedQuestion(1, "a.png", "color", "What color is the star?", "red", "The star is red.")] * 2
     scores = score_closed(qs, ["Red.", "blue"])
     assert (
         scores.accuracy["color"] == 0.5 and scores.overall == 0.5 and scores.majority_baseline["color"] == 1.0

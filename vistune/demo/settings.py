@@ -33,16 +33,15 @@ class DemoSettings:
     )  # which shapes / colors / object counts scenes have
     # Many distinct images, not many epochs: with 2,000 the LM memorized answers instead of learning to look them up
     # (experiments/gt_binding.py; docs/demo.md). 20,000 with a 4,000-step lookup phase fit 10 minutes on 2 idle
-    # cores (9 min 10-20 s measured); 8,000 with 1,200 steps took 5 min 04 s and learned less.
+    # cores (9 min 10-30 s measured); 8,000 with 1,200 steps took 5 min 04 s and learned less.
     train_images: int = 20000
     val_images: int = 200
     # Train images the teacher writes conversation / detail / reasoning data for. Fewer than all: with perfect
     # (ground-truth) image features, a stage 2 on short-answer questions alone learned the closed questions faster
     # than one where long teacher text took most of the gradient (see docs/demo.md), so the mix favours them.
     teacher_images: int = 300
-    closed_rounds: int = (
-        1  # closed-question rounds per train image (5 types each; every one in both answer styles)
-    )
+    # Closed-question rounds per train image (5 types each; every question in both answer styles).
+    closed_rounds: int = 1
     flavors: list[str] = field(default_factory=lambda: ["conversation", "detail", "complex_reasoning"])
     encoder: WorldEncoderOptions = field(default_factory=WorldEncoderOptions)
     encoder_train: EncoderPretrainConfig = field(default_factory=lambda: EncoderPretrainConfig(steps=400))
@@ -65,7 +64,7 @@ class DemoSettings:
         default_factory=lambda: StageSettings(steps=4000, batch_size=32, lr=1e-3)
     )
     # Measured (docs/demo.md, fifth round): with color + shape here, position stayed at chance (11.5%); adding it
-    # moved it to 33-35%; adding existence did not move existence (it answers "no" to all) nor cost the others.
+    # moved it to 31-35%; adding existence did not move existence (it answers "no" to all) nor cost the others.
     lookup_types: list[str] = field(default_factory=lambda: ["color", "shape", "position", "existence"])
     # Sentence answers that restate what was asked ("What color is the star?" -> "The star is red.") make the lookup
     # one step: the answer word follows the word naming the object. With perfect image features a fresh LM learned

@@ -31,7 +31,7 @@ def world(
     Example: vistune eval world --model runs/demo/stage2/model --world runs/demo/world --max-images 100
     """
     from vistune.errors import VistuneError
-    from vistune.eval.world import evaluate_model
+    from vistune.eval.world import SCORE_KEYS, evaluate_model
     from vistune.world.build import WorldPaths
     from vistune.world.truth import load_ground_truth
 
@@ -51,10 +51,10 @@ def world(
     except VistuneError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
-    for key, style in (("closed", "short answers"), ("closed_sentence", "sentence answers")):
+    for style, key in SCORE_KEYS.items():
         closed = scores[key]
         typer.echo(
-            f"closed questions, {style}: {closed['overall']:.1%} exact match on {closed['n']} questions"
+            f"closed questions, {style} answers: {closed['overall']:.1%} exact match on {closed['n']} questions"
         )
         for qtype, acc in closed["accuracy"].items():
             typer.echo(

@@ -47,10 +47,13 @@ from vistune.world.vocab import (
     SIZES,
     number_word,
     plural,
+    with_article,
 )
 
 QUESTION_TYPES: tuple[str, ...] = ("color", "shape", "count", "position", "existence")
-ANSWER_STYLES: tuple[str, ...] = ("short", "sentence")
+# Each answer style and the key its scores have in `evaluate_model`'s result.
+SCORE_KEYS: dict[str, str] = {"short": "closed", "sentence": "closed_sentence"}
+ANSWER_STYLES: tuple[str, ...] = tuple(SCORE_KEYS)
 SHORT_ANSWER_PROMPT = "Answer with a single word or phrase."
 DETAIL_PROMPT = "Describe the image in detail."
 
@@ -61,25 +64,26 @@ class ClosedQuestion:
     file_name: str
     qtype: str
     question: str
-    answer: str
-    reply: str = ""  # the sentence-style answer ("The star is red."); the short answer when empty
+    answer: str  # the short answer ("red")
+    reply: str  # the sentence answer ("The star is red.")
 
     def conversation(self, *, with_answer: bool = False, style: str = "short") -> list[dict[str, str]]:
         """LLaVA-format turns: `<image>` and the question (+ the short-answer instruction in the `short` style),
         and the answer in that style."""
-        if style not in ANSWER_STYLES:
-            raise ValueError(f"unknown answer style {style!r}; valid: {', '.join(ANSWER_STYLES)}")
+        _check_style(style)
         prompt = f"<image>\n{self.question}" + (f"\n{SHORT_ANSWER_PROMPT}" if style == "short" else "")
         turns = [{"from": "human", "value": prompt}]
         if with_answer:
-            turns.append(
-                {"from": "gpt", "value": self.answer if style == "short" else self.reply or self.answer}
-            )
+            turns.append({"from": "gpt", "value": self.answer if style == "short" else self.reply})
         return turns
 
 
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
+def _check_style(style: str) -> None:
+    if style not in ANSWER_STYLES:
+        raise ValueError(f"unknown answer style {style!r}; valid: {', '.join(ANSWER_STYLES)}")
+
+
+_Made = tuple[str, str, str]  # question, short answer, sentence reply
 
 
 def _pick(rng: np.random.Generator, items: Sequence):
@@ -91,7 +95,7 @@ def _ref(t: ImageTruth, o: ObjectTruth) -> str:
     return o.shape if sum(p.shape == o.shape for p in t.objects) == 1 else o.name
 
 
-def _q_color(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str] | None:
+def _q_color(t: ImageTruth, rng: np.random.Generator) -> _Made | None:
     unique = [o for o in t.objects if sum(p.shape == o.shape for p in t.objects) == 1]
     if not unique:
         return None
@@ -99,16 +103,16 @@ def _q_color(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str] | None:
     return f"What color is the {o.shape}?", o.color, f"The {o.shape} is {o.color}."
 
 
-def _q_shape(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str] | None:
+def _q_shape(t: ImageTruth, rng: np.random.Generator) -> _Made | None:
     unique = [o for o in t.objects if sum(p.color == o.color for p in t.objects) == 1]
     if not unique:
         return None
     o = _pick(rng, unique)
     # The reply names the asked-about color right before the answer: the lookup it needs is one step.
-    return f"What shape is the {o.color} object?", o.shape, f"It is {_article(o.color)} {o.color} {o.shape}."
+    return f"What shape is the {o.color} object?", o.shape, f"It is {with_article(o.name)}."
 
 
-def _q_count(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str]:
+def _q_count(t: ImageTruth, rng: np.random.Generator) -> _Made:
     if rng.random() < 0.5:
         shape, n = "shape", len(t.objects)
         question = "How many shapes are there?"
@@ -120,13 +124,13 @@ def _q_count(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str]:
     return question, number_word(n), f"There {verb} {number_word(n)} {plural(shape, n)}."
 
 
-def _q_position(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str]:
+def _q_position(t: ImageTruth, rng: np.random.Generator) -> _Made:
     o = _pick(rng, t.objects)
     ref = _ref(t, o)
     return f"Where is the {ref}?", o.region, f"The {ref} is {REGION_PHRASES[o.region]}."
 
 
-def _q_existence(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str]:
+def _q_existence(t: ImageTruth, rng: np.random.Generator) -> _Made:
     if rng.random() < 0.5:
         o = _pick(rng, t.objects)
         return f"Is there a {o.name}?", "yes", _echo(o.color, o.shape, "yes")
@@ -141,10 +145,9 @@ def _q_existence(t: ImageTruth, rng: np.random.Generator) -> tuple[str, str]:
 def _echo(color: str, shape: str, answer: str) -> str:
     """The existence reply names the object first, so yes / no is decided right after it (one lookup step)."""
     found = "Yes, there is one." if answer == "yes" else "No, there is none."
-    return f"{_article(color).capitalize()} {color} {shape}? {found}"
+    return f"{with_article(f'{color} {shape}').capitalize()}? {found}"
 
 
-_Made = tuple[str, str, str]  # question, short answer, sentence reply
 _MAKERS: dict[str, Callable[[ImageTruth, np.random.Generator], _Made | None]] = {
     "color": _q_color,
     "shape": _q_shape,
@@ -251,6 +254,12 @@ def extract_answer(qtype: str, reply: str) -> str:
     return found.pop() if len(found) == 1 else ""
 
 
+def is_correct(q: ClosedQuestion, prediction: str, style: str = "short") -> bool:
+    """Exact match after `normalize_answer`; in the `sentence` style, of the answer `extract_answer` finds."""
+    said = extract_answer(q.qtype, prediction) if style == "sentence" else prediction
+    return normalize_answer(said) == normalize_answer(q.answer)
+
+
 @dataclass
 class ClosedScores:
     """Exact-match accuracy per question type and overall (micro), with counts and the majority baseline."""
@@ -270,8 +279,7 @@ def score_closed(
 ) -> ClosedScores:
     """Exact match after `normalize_answer` (`sentence` style: of the answer `extract_answer` finds in the reply);
     the baseline always answers a type's most frequent answer."""
-    if style not in ANSWER_STYLES:
-        raise ValueError(f"unknown answer style {style!r}; valid: {', '.join(ANSWER_STYLES)}")
+    _check_style(style)
     if len(questions) != len(predictions):
         raise ValueError(f"{len(questions)} questions but {len(predictions)} predictions")
     right: Counter[str] = Counter()
@@ -279,8 +287,7 @@ def score_closed(
     answers: dict[str, Counter[str]] = {}
     for q, pred in zip(questions, predictions, strict=True):
         total[q.qtype] += 1
-        said = extract_answer(q.qtype, pred) if style == "sentence" else pred
-        right[q.qtype] += normalize_answer(said) == normalize_answer(q.answer)
+        right[q.qtype] += is_correct(q, pred, style)
         answers.setdefault(q.qtype, Counter())[q.answer] += 1
     types = [t for t in QUESTION_TYPES if total[t]] + sorted(set(total) - set(QUESTION_TYPES))
     n = sum(total.values())
@@ -344,8 +351,8 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Greedy answers of the saved model on held-out images -> scores (and a few examples for the report).
 
-    Each image is asked one question of every type in both answer styles (single-turn, as posed in training), and the first
-    `max_descriptions` images are described in detail.
+    Each image is asked one question of every type in both answer styles (single-turn, as posed in training),
+    and the first `max_descriptions` images are described in detail.
     """
     from vistune.infer.generate import GenerationConfig, generate_batch
     from vistune.model.io import load_pretrained
@@ -382,8 +389,8 @@ def evaluate_model(
     prompt = [{"from": "human", "value": f"<image>\n{DETAIL_PROMPT}"}]
     descriptions = answer([prompt] * len(described), [t.file_name for t in described], 160, "descriptions")
     return {
-        "closed": score_closed(questions, answers).to_dict(),
-        "closed_sentence": score_closed(questions, replies, style="sentence").to_dict(),
+        SCORE_KEYS["short"]: score_closed(questions, answers).to_dict(),
+        SCORE_KEYS["sentence"]: score_closed(questions, replies, style="sentence").to_dict(),
         "descriptions": score_descriptions(described, descriptions).to_dict(),
         "examples": _examples(truths, questions, answers, replies, descriptions, examples),
     }
@@ -418,9 +425,9 @@ def _examples(
                 "question": q.question,
                 "answer": a,
                 "truth": q.answer,
-                "correct": normalize_answer(a) == normalize_answer(q.answer),
+                "correct": is_correct(q, a),
                 "reply": r,
-                "reply_correct": extract_answer(q.qtype, r) == q.answer,
+                "reply_correct": is_correct(q, r, "sentence"),
             }
             for q, a, r in zip(questions, answers, replies, strict=True)
             if q.image_id == t.image_id
@@ -438,7 +445,9 @@ __all__ = [
     "REGIONS",
     "SHORT_ANSWER_PROMPT",
     "ANSWER_STYLES",
+    "SCORE_KEYS",
     "extract_answer",
+    "is_correct",
     "ClosedQuestion",
     "ClosedScores",
     "DescriptionScores",

@@ -13,17 +13,13 @@ from collections.abc import Callable
 import numpy as np
 
 from vistune.world.scene import Scene, WorldObject
-from vistune.world.vocab import REGION_PHRASES, SIZES, number_word, plural
+from vistune.world.vocab import REGION_PHRASES, SIZES, number_word, plural, with_article
 
 CAPTIONS_PER_IMAGE = 5
 
 
 def _pick(rng: np.random.Generator, options: list[str]) -> str:
     return options[int(rng.integers(len(options)))]
-
-
-def _article(phrase: str) -> str:
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
 def _join(items: list[str]) -> str:
@@ -37,7 +33,7 @@ def _cap(text: str) -> str:
 
 
 def _inventory(scene: Scene, rng: np.random.Generator) -> str:
-    things = [_article(f"{o.size} {o.name}") for o in scene.objects]
+    things = [with_article(f"{o.size} {o.name}") for o in scene.objects]
     n = len(things)
     if n == 1:
         return _cap(f"{things[0]} alone on a {scene.background.description} background.")
@@ -49,7 +45,9 @@ def _inventory(scene: Scene, rng: np.random.Generator) -> str:
 
 def _positions(scene: Scene, rng: np.random.Generator) -> str:
     order = rng.permutation(len(scene.objects))[:3]
-    parts = [f"{_article(scene.objects[i].name)} {REGION_PHRASES[scene.objects[i].region]}" for i in order]
+    parts = [
+        f"{with_article(scene.objects[i].name)} {REGION_PHRASES[scene.objects[i].region]}" for i in order
+    ]
     tail = " among other shapes" if len(scene.objects) > 3 else ""
     return _cap(f"{_join(parts)}{tail}.")
 
@@ -73,13 +71,13 @@ def _gist(scene: Scene, rng: np.random.Generator) -> str:
 def _relation(scene: Scene, rng: np.random.Generator) -> str:
     if len(scene.objects) == 1:
         o = scene.objects[0]
-        return _cap(f"{_article(o.size + ' ' + o.name)} sits {REGION_PHRASES[o.region]} of the image.")
+        return _cap(f"{with_article(o.size + ' ' + o.name)} sits {REGION_PHRASES[o.region]} of the image.")
     i, j = (int(k) for k in rng.choice(len(scene.objects), size=2, replace=False))
     a, b = scene.objects[i], scene.objects[j]
     words = _relation_words(a, b)
     if not words:  # same cell row and column cannot happen (one object per cell); keep a true fallback
         words = ["in the same picture as"]
-    return _cap(f"{_article(a.name)} {_pick(rng, words)} {_article(b.name)}.")
+    return _cap(f"{with_article(a.name)} {_pick(rng, words)} {with_article(b.name)}.")
 
 
 def _relation_words(a: WorldObject, b: WorldObject) -> list[str]:
@@ -116,7 +114,7 @@ def _colors(scene: Scene, rng: np.random.Generator) -> str:
 def _counts(scene: Scene, rng: np.random.Generator) -> str:
     counts = Counter(o.shape for o in scene.objects)
     parts = [
-        _article(shape) if k == 1 else f"{number_word(k)} {plural(shape, k)}"
+        with_article(shape) if k == 1 else f"{number_word(k)} {plural(shape, k)}"
         for shape, k in counts.most_common()
     ]
     return _cap(f"{_join(parts)} on a {scene.background.description} background.")

@@ -84,6 +84,11 @@ def number_word(n: int) -> str:
     return NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else str(n)
 
 
+def with_article(phrase: str) -> str:
+    """ "a red star" / "an orange star": the indefinite article the phrase's first letter takes."""
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
 def plural(noun: str, n: int) -> str:
     """English plural of a shape noun (`cross` -> `crosses`)."""
     if n == 1:

@@ -16,7 +16,7 @@ import numpy as np
 
 from vistune.datagen.teachers.base import FatalTeacherError, TeacherReply, TeacherRequest
 from vistune.world.truth import ImageTruth, ObjectTruth, load_ground_truth
-from vistune.world.vocab import COLORS, REGION_PHRASES, SHAPES, SIZES, number_word, plural
+from vistune.world.vocab import COLORS, REGION_PHRASES, SHAPES, SIZES, number_word, plural, with_article
 
 QA = tuple[str, str]
 _FLAVOR_CODE = {"conversation": 0, "detail": 1, "complex_reasoning": 2}
@@ -24,10 +24,6 @@ _FLAVOR_CODE = {"conversation": 0, "detail": 1, "complex_reasoning": 2}
 
 def _pick(rng: np.random.Generator, options: list[str]) -> str:
     return options[int(rng.integers(len(options)))]
-
-
-def _a(phrase: str) -> str:
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
 def _join(items: list[str]) -> str:
@@ -43,7 +39,7 @@ def _where(o: ObjectTruth) -> str:
 
 
 def _inventory(t: ImageTruth) -> str:
-    return _join([_a(o.name) for o in t.objects])
+    return _join([with_article(o.name) for o in t.objects])
 
 
 def _ref(t: ImageTruth, o: ObjectTruth) -> str:
@@ -80,13 +76,13 @@ def _q_exists(t: ImageTruth, rng: np.random.Generator) -> QA:
     if rng.random() < 0.5:
         o = t.objects[int(rng.integers(len(t.objects)))]
         return (
-            f"Is there {_a(o.name)} in the picture?",
-            f"Yes, there is {_a(o.size + ' ' + o.name)} {_where(o)}.",
+            f"Is there {with_article(o.name)} in the picture?",
+            f"Yes, there is {with_article(o.size + ' ' + o.name)} {_where(o)}.",
         )
     present = {o.name for o in t.objects}
     absent = [f"{c} {s}" for c in COLORS for s in SHAPES if f"{c} {s}" not in present]
     name = absent[int(rng.integers(len(absent)))]
-    return f"Is there {_a(name)} in the picture?", f"No, there is no {name} in this image."
+    return f"Is there {with_article(name)} in the picture?", f"No, there is no {name} in this image."
 
 
 def _q_size(t: ImageTruth, rng: np.random.Generator) -> QA:
@@ -132,7 +128,7 @@ def _q_region(t: ImageTruth, rng: np.random.Generator) -> QA:
     found = [o for o in t.objects if o.region == region]
     if not found:
         return q, "That part of the image is empty, showing only the background."
-    return q, f"There is {_a(found[0].size + ' ' + found[0].name)} there."
+    return q, f"There is {with_article(found[0].size + ' ' + found[0].name)} there."
 
 
 def _q_background(t: ImageTruth, rng: np.random.Generator) -> QA:
@@ -177,7 +173,7 @@ def detail(t: ImageTruth, rng: np.random.Generator) -> str:
         )
     ]
     for o in sorted(t.objects, key=lambda p: (p.row, p.col)):
-        thing = _a(f"{o.size} {o.name}")
+        thing = with_article(f"{o.size} {o.name}")
         sentences.append(
             _pick(
                 rng,
@@ -250,7 +246,7 @@ def _r_remove(t: ImageTruth, rng: np.random.Generator) -> QA:
     k = len(rest)
     return q, (
         f"The image has {number_word(len(t.objects))} shapes: {_inventory(t)}. Taking away {_ref(t, o)} would "
-        f"leave {number_word(k)} {plural('shape', k)}: {_join([_a(p.name) for p in rest])}."
+        f"leave {number_word(k)} {plural('shape', k)}: {_join([with_article(p.name) for p in rest])}."
     )
 
 
