@@ -6,7 +6,8 @@
 Both models hold the same weights and see the same batch (one image + ~64 text tokens per sample, the reply half
 supervised); stage-2 trainability (vision frozen, projector + LM train). Steps alternate between the two models so
 machine load affects both alike. The loss of both is printed as a check that they compute the same thing.
-Configs: tiny (CLIP 2x32 at 32 px / patch 8, Llama 2x64) and mid (ViT 12x384 at 224 px / patch 16 -> 196 image
+Configs: tiny (the demo's sizes: CLIP-style 2x128 at 72 px / patch 24 -> 9 image tokens, Llama 4x128, vocab 1000,
+batch 32) and mid (ViT 12x384 at 224 px / patch 16 -> 196 image
 tokens, Llama 12x768, vocab 32k).
 """
 
@@ -37,10 +38,13 @@ class BenchConfig:
     vocab_size: int
     text_tokens: int
     batch_size: int
+    lm_intermediate: int | None = None  # default: LLaMA's 8/3 x hidden, rounded down to a multiple of 64
 
 
 CONFIGS = {
-    "tiny": BenchConfig("tiny", 32, 8, 2, 32, 4, 2, 64, 4, 400, 64, 8),
+    # The demo's sizes: its LM (4 x 128, MLP 384, BPE vocabulary 1000), 9 image tokens from a 2 x 128 tower at
+    # 72 px, batch 32, single-turn records of ~50 tokens.
+    "tiny": BenchConfig("tiny", 72, 24, 2, 128, 4, 4, 128, 4, 1000, 48, 32, lm_intermediate=384),
     "mid": BenchConfig("mid", 224, 16, 12, 384, 6, 12, 768, 12, 32000, 64, 2),
 }
 
@@ -59,7 +63,7 @@ def model_config(cfg: BenchConfig) -> ModelConfig:
         "model_type": "llama",
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.lm_hidden,
-        "intermediate_size": int(8 / 3 * cfg.lm_hidden) // 64 * 64,
+        "intermediate_size": cfg.lm_intermediate or int(8 / 3 * cfg.lm_hidden) // 64 * 64,
         "num_hidden_layers": cfg.lm_layers,
         "num_attention_heads": cfg.lm_heads,
         "max_position_embeddings": 2048,

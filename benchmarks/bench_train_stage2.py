@@ -9,7 +9,9 @@ projector + LM trained). Whole optimizer steps are timed, data loading included,
 twice: from pixels, and from the vision feature cache (built before timing; its one-off build time is printed).
 Runs alternate (vistune, transformers, vistune cached, then the matmul rate) for `--reps` rounds so machine load
 hits all alike; the best of each is reported. Also printed: the achieved FLOP/s (see `train_flops`) as a fraction
-of this machine's fp32 matmul rate measured in the same rounds (its best, like the runs').
+of this machine's fp32 matmul rate measured in the same rounds (its best, like the runs'), and the time of
+transformers' LM decoder alone on a batch of the same shape: the peer's step over it bounds what skipping the other
+work can win. Results and their reading: docs/training.md.
 """
 
 from __future__ import annotations
@@ -140,7 +142,27 @@ def run_transformers(cfg: BenchConfig, root: Path, data: Path, images: Path, war
         opt.zero_grad(set_to_none=True)
         first_loss = first_loss if first_loss is not None else float(out.loss.detach())
         durations.append(time.perf_counter() - start)
-    return cfg.batch_size / statistics.median(durations[warmup:]), first_loss
+    floor = _decoder_floor_s(twin, b.input_ids.shape, steps)
+    return cfg.batch_size / statistics.median(durations[warmup:]), first_loss, floor
+
+
+def _decoder_floor_s(twin: torch.nn.Module, shape: torch.Size, steps: int) -> float:
+    """Median forward + backward time of transformers' LM decoder alone on a batch of this shape.
+
+    Every implementation runs these layers on every token (with the same kernels, unless it brings faster ones),
+    so the peer's step time over this is the most that doing less of the rest (vision, LM head, loss, optimizer,
+    data) can win.
+    """
+    decoder = twin.model.language_model
+    embeds = torch.randn(*shape, decoder.config.hidden_size)
+    mask = torch.ones(shape, dtype=torch.long)
+    durations = []
+    for _ in range(steps + 2):
+        start = time.perf_counter()
+        decoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state.sum().backward()
+        durations.append(time.perf_counter() - start)
+    twin.zero_grad(set_to_none=True)
+    return statistics.median(durations[2:])
 
 
 def step_flops(trainer: Trainer, cached: bool) -> float:
@@ -170,12 +192,13 @@ def bench(cfg: BenchConfig, *, warmup: int, steps: int, threads: int, reps: int)
         records = cfg.batch_size * (warmup + steps)
         data, images = write_dataset(root, records=records, image_size=cfg.image_size, text_words=words)
         results: dict[str, list[float]] = {"ours": [], "hf": [], "ours_cached": []}
-        peaks = []
+        peaks, floors = [], []
         for rep in range(reps):
             sps, loss_ours, _, trainer = run_ours(cfg, root, data, images, warmup, steps, cached=False)
             results["ours"].append(sps)
-            sps, loss_hf = run_transformers(cfg, root, data, images, warmup, steps)
+            sps, loss_hf, floor = run_transformers(cfg, root, data, images, warmup, steps)
             results["hf"].append(sps)
+            floors.append(floor)
             sps, loss_cached, setup_s, trainer_c = run_ours(
                 cfg, root, data, images, warmup, steps, cached=True
             )
@@ -199,6 +222,12 @@ def bench(cfg: BenchConfig, *, warmup: int, steps: int, threads: int, reps: int)
             f"[{cfg.name}] stage-2 samples/s: vistune {best['ours']:.2f}, vistune+feature cache {best['ours_cached']:.2f}, "
             f"transformers Llava+AdamW {best['hf']:.2f}; ratio {best['ours'] / best['hf']:.2f}x, "
             f"with cache {best['ours_cached'] / best['hf']:.2f}x"
+        )
+        floor, hf_step = min(floors), cfg.batch_size / best["hf"]
+        print(
+            f"[{cfg.name}] transformers' LM decoder alone (forward + backward, same batch shape): "
+            f"{floor * 1e3:.1f} ms of its {hf_step * 1e3:.1f} ms step ({floor / hf_step:.0%}): doing less of "
+            f"everything else can win at most {hf_step / floor:.2f}x without faster decoder kernels"
         )
         peak = max(peaks)
         for name, key, cached, tr in (
