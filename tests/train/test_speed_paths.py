@@ -114,3 +114,27 @@ def test_train_mode_comes_back_after_validation(tiny_world, tmp_path):
     assert modes == [(True, False)] * 3  # LM trains, frozen vision stays in eval, after every validation
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert sum("val_loss" in r for r in records) == 3
+
+
+def _attention_run(world, out, implementation):
+    c = tiny_config(world, out, stage=2, train={"max_steps": 3, "micro_batch_size": 8}, optim={})
+    c["model"]["attn_implementation"] = implementation
+    c["train"]["save_model"] = True
+    trainer = Trainer(train_config_from_dict(c), DistEnv())
+    return trainer, trainer.run().losses
+
+
+def test_attention_kernel_is_switchable_and_computes_the_same_losses(tiny_world, tmp_path):
+    default, losses = _attention_run(tiny_world, tmp_path / "default", None)
+    eager, eager_losses = _attention_run(tiny_world, tmp_path / "eager", "eager")
+    assert eager.model.language_model.config._attn_implementation == "eager"
+    assert eager.model.vision.model.config._attn_implementation == "eager"
+    assert default.model.language_model.config._attn_implementation == "sdpa"
+    assert eager_losses == pytest.approx(losses, rel=1e-5)
+    saved = json.loads((tmp_path / "eager" / "model" / "config.json").read_text())
+    assert "attn_implementation" not in json.dumps(saved)  # a runtime choice, not saved with the model
+
+
+def test_unknown_attention_kernel_is_a_clear_error(tiny_world, tmp_path):
+    with pytest.raises(VistuneError, match=r"model.attn_implementation='flash_nope'"):
+        _attention_run(tiny_world, tmp_path / "bad", "flash_nope")

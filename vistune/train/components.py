@@ -115,12 +115,28 @@ def apply_trainability(model: Any, section: ModelSection, optim: OptimConfig) ->
     lrs = optim.part_lrs
     want = dataclasses.asdict(section.trainable)
     model.set_trainable(**{part: flag and lrs[part] > 0 for part, flag in want.items()})
+    if section.attn_implementation is not None:  # before LoRA wraps the language model
+        set_attention(model, section.attn_implementation)
     if section.lora.enabled:
         from vistune.train.lora import add_lora
 
         add_lora(model, section.lora)
     if section.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+
+
+def set_attention(model: Any, implementation: str) -> None:
+    """Switch the language model's (and a transformers vision tower's) attention kernel in place."""
+    from transformers import PreTrainedModel
+
+    parts = [model.language_model, getattr(model.vision, "model", None)]
+    for part in (p for p in parts if isinstance(p, PreTrainedModel)):
+        try:
+            part.set_attn_implementation(implementation)
+        except (ValueError, ImportError) as err:
+            raise VistuneError(
+                f"model.attn_implementation={implementation!r} cannot be used for {type(part).__name__}: {err}"
+            ) from None
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

@@ -72,6 +72,9 @@ class ModelSection:
     init_projector: the stage-1 output directory (or the `projector.safetensors` in it); stage 2 sets it.
     imports: modules to import before building, for vision towers that register themselves from outside the model
         package (e.g. `vistune.demo.encoder` registers the miniature world's encoder).
+    attn_implementation: transformers' attention kernel for the language model and a transformers vision tower
+        ("sdpa", "eager", "flash_attention_2" on CUDA with flash-attn installed, as LLaVA trains; None keeps
+        transformers' default). A runtime choice: it is not saved with the model.
     """
 
     init: str | None = None
@@ -81,6 +84,7 @@ class ModelSection:
     init_projector: str | None = None
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     gradient_checkpointing: bool = False
+    attn_implementation: str | None = None
     lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self) -> None:
