@@ -3,7 +3,7 @@
     python benchmarks/bench_model_forward_backward.py                 # tiny and mid, fp32, 2 threads
     python benchmarks/bench_model_forward_backward.py --configs mid --iters 5
 
-Both models hold the same weights and see the same batch (one image + ~64 text tokens per sample, the reply half
+Both models hold the same weights and see the same batch (one image + 48 / 64 text tokens per sample, the reply half
 supervised); stage-2 trainability (vision frozen, projector + LM train). Steps alternate between the two models so
 machine load affects both alike. The loss of both is printed as a check that they compute the same thing.
 Configs: tiny (the demo's sizes: CLIP-style 2x128 at 72 px / patch 24 -> 9 image tokens, Llama 4x128, vocab 1000,

@@ -75,6 +75,12 @@ if "reinit" in args:
 
 rng = random.Random(SEED)
 colors, shapes = list(COLORS), list(SHAPES)
+CHAT = args.get("chat") == "1"
+if CHAT:  # the chat template reads only its BOS / EOS strings from a tokenizer (as vistune.demo.pipeline.world_text)
+    from vistune.testing import make_tiny_tokenizer
+    from vistune.text.templates import render, to_messages
+
+    chat_tokens = make_tiny_tokenizer(vocab_size=300)
 
 
 def sample() -> tuple[str, str]:
@@ -82,15 +88,12 @@ def sample() -> tuple[str, str]:
     seen = asked if rng.random() < 0.5 else rng.choice([c for c in colors if c != asked])
     answer = "yes" if seen == asked else "no"
     prefix = f"{with_article(f'{asked} {shape}').capitalize()}? The {shape} is {seen}, so"
-    if args.get("chat") == "1":
-        from vistune.testing import make_tiny_tokenizer
-        from vistune.text.templates import render, to_messages
-
+    if CHAT:
         turns = [
             {"from": "human", "value": f"Is there {with_article(f'{asked} {shape}')}?"},
             {"from": "gpt", "value": f"{prefix} {answer}."},
         ]
-        full = render("chatml", to_messages(turns), make_tiny_tokenizer(vocab_size=300)).text
+        full = render("chatml", to_messages(turns), chat_tokens).text
         prefix = full[: full.rindex(", so") + len(", so")]
     return prefix, " " + answer
 

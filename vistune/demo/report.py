@@ -49,10 +49,8 @@ def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
             "",
             *closed_table({"full method": result.scores, **result.ablations}),
             "",
-            *ablation_verdicts(result.scores, result.ablations),
-            "",
         ]
-        for style in _styles(result.scores)[1:]:
+        for style in _styles(result.scores):
             lines += [*ablation_verdicts(result.scores, result.ablations, style=style), ""]
     lines += ["## Time", "", *time_table(result), ""]
     lines += figure_sections(curves, examples, result)
