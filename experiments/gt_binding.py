@@ -23,8 +23,11 @@ and column of each color-shape pair), textscene=1 (control without images: the s
 top left.", in place of the image tokens), minobj=N (train, or the first phase, on images with >= N objects),
 sent=1 (sentence answers that restate what was asked: "The star is red.", "The red object is a star."; with
 shapeform=it the shape reply is "It is a red star."; sent=lib: the library's sentence replies for every type, as
-the demo trains them; keyscore=1 scores the answer word's tokens only), sentcur=N
-(the first N steps on sentence answers, then one-word answers).
+the demo trains them; keyscore=1 scores the answer word's tokens only), sentcur=N (the first N steps on sentence
+answers, then one-word answers), shorttypes=a,b (with sent=lib: these types keep short answers), perans=1 (accuracy
+per true answer; showfail=N also prints the first N wrong teacher-forced replies), posform=grid|at|bare (with
+sent=lib: position replies "The star is in the top row and the left column." (keyscore checks both words) / "The
+star is at the top left." / "The star is top left.").
 """
 
 import math
@@ -174,6 +177,22 @@ SENT = [args.get("sent") in ("1", "lib")]
 TRUTHS = {t.image_id: t for t in tr + va}
 
 
+def _rowcol(q):
+    from vistune.world.vocab import REGIONS
+
+    return next(rc for rc, name in REGIONS.items() if name == q.answer)
+
+
+def _answer_words(q):
+    """The words a keyscore checks: the answer, or with posform=grid the row and the column word."""
+    if q.qtype == "position" and args.get("posform") == "grid":
+        from vistune.world.vocab import COL_NAMES, ROW_NAMES
+
+        row, col = _rowcol(q)
+        return [ROW_NAMES[row], COL_NAMES[col]]
+    return [q.answer]
+
+
 def encode(q, with_answer=True):
     conv = q.conversation(with_answer=True)
     SAP = "\nAnswer with a single word or phrase."
@@ -196,9 +215,20 @@ def encode(q, with_answer=True):
             for o in sorted(truth.objects, key=lambda o: (o.row, o.col))
         )
         conv[0]["value"] = conv[0]["value"].replace("<image>", scene)
-    if SENT[0] and args.get("sent") == "lib":  # the library's sentence replies, all types
+    short_types = args.get("shorttypes", "").split(",")
+    if SENT[0] and args.get("sent") == "lib" and q.qtype not in short_types:  # the library's sentence replies
         conv = q.conversation(with_answer=True, style="sentence")
-    elif SENT[0]:  # a sentence answer that restates what the question is about
+        if q.qtype == "position" and args.get("posform") == "grid":  # row and column named apart
+            from vistune.world.vocab import COL_NAMES, ROW_NAMES
+
+            row, col = _rowcol(q)
+            ref = q.question[len("Where is the ") : -1]
+            conv[1]["value"] = f"The {ref} is in the {ROW_NAMES[row]} row and the {COL_NAMES[col]} column."
+        elif q.qtype == "position" and args.get("posform") in ("at", "bare"):  # the region's name after "is"
+            ref = q.question[len("Where is the ") : -1]
+            at = "at the " if args["posform"] == "at" else ""
+            conv[1]["value"] = f"The {ref} is {at}{q.answer}."
+    elif SENT[0] and args.get("sent") != "lib":  # a sentence answer that restates what the question is about
         key = q.question.split(" is the ", 1)[1].rstrip("?")
         if q.qtype in ("color", "shape"):
             conv[1]["value"] = f"The {key} is {'a ' if q.qtype == 'shape' else ''}{q.answer}."
@@ -300,6 +330,8 @@ def batch(items):
 
 NLL = {}
 PRES = []
+PERANS = {}
+FAILS = []
 vmap = {t.image_id: t for t in va}
 
 
@@ -319,18 +351,15 @@ def evaluate():
                 ok = bool((pred[b][m] == tgt[b][m]).all())
                 if args.get("keyscore") == "1":  # score the answer word's tokens only (sentence answers)
                     seq = tgt[b].tolist()
-                    for form in (
-                        " " + it[2].answer,
-                        it[2].answer.capitalize(),
-                        " " + it[2].answer.capitalize(),
-                        it[2].answer,
-                    ):
-                        aw = tok.encode(form, add_special_tokens=False)
-                        at = next((j for j in range(len(seq)) if seq[j : j + len(aw)] == aw), None)
-                        if at is not None:
-                            break
-                    assert at is not None, (tok.decode([x for x in seq if x >= 0]), it[2].answer)
-                    ok = bool((pred[b][at : at + len(aw)] == tgt[b][at : at + len(aw)]).all())
+                    ok = True
+                    for answer in _answer_words(it[2]):
+                        for form in (" " + answer, answer.capitalize(), " " + answer.capitalize(), answer):
+                            aw = tok.encode(form, add_special_tokens=False)
+                            at = next((j for j in range(len(seq)) if seq[j : j + len(aw)] == aw), None)
+                            if at is not None:
+                                break
+                        assert at is not None, (tok.decode([x for x in seq if x >= 0]), answer)
+                        ok = ok and bool((pred[b][at : at + len(aw)] == tgt[b][at : at + len(aw)]).all())
                 first = m.nonzero()[0, 0]
                 nll = -torch.log_softmax(logits[b, first], -1)[tgt[b, first]].item()
                 NLL.setdefault(it[2].qtype, []).append(nll)
@@ -339,6 +368,11 @@ def evaluate():
                     present = {o.color for o in vmap[it[2].image_id].objects}
                     PRES.append(word in present)
                 t = it[2].qtype
+                # accuracy per (type, true answer), printed after each evaluation
+                if args.get("perans") == "1":
+                    PERANS.setdefault((t, it[2].answer), []).append(ok)
+                    if not ok and len(FAILS) < int(args.get("showfail", 0)):
+                        FAILS.append(f"{it[2].question} -> {tok.decode(pred[b][m])!r} (true {it[2].answer})")
                 right[t] = right.get(t, 0) + ok
                 tot[t] = tot.get(t, 0) + 1
     lm.train()
@@ -348,8 +382,14 @@ def evaluate():
         "color-present",
         round(sum(PRES) / max(1, len(PRES)), 2),
     )
+    if PERANS:
+        print("   per answer", {f"{t}:{a}": f"{sum(v)}/{len(v)}" for (t, a), v in sorted(PERANS.items())})
     NLL.clear()
     PRES.clear()
+    PERANS.clear()
+    for f in FAILS:
+        print("   fail:", f)
+    FAILS.clear()
     return {t: round(right[t] / tot[t], 3) for t in tot}, round(sum(right.values()) / sum(tot.values()), 3)
 
 
