@@ -25,9 +25,10 @@ sent=1 (sentence answers that restate what was asked: "The star is red.", "The r
 shapeform=it the shape reply is "It is a red star."; sent=lib: the library's sentence replies for every type, as
 the demo trains them; keyscore=1 scores the answer word's tokens only), sentcur=N (the first N steps on sentence
 answers, then one-word answers), shorttypes=a,b (with sent=lib: these types keep short answers), perans=1 (accuracy
-per true answer; showfail=N also prints the first N wrong teacher-forced replies), posform=grid|at|bare (with
-sent=lib: position replies "The star is in the top row and the left column." (keyscore checks both words) / "The
-star is at the top left." / "The star is top left.").
+per true answer; showfail=N also prints the first N wrong teacher-forced replies), posform=grid|rc|at|bare (with
+sent=lib: position replies "The star is in the top row and the left column." / "The star is in the top row. The
+star is in the left column." (keyscore checks both words) / "The star is at the top left." / "The star is top
+left.").
 """
 
 import math
@@ -145,6 +146,7 @@ def load(split, n):
     return truths
 
 
+N_IMG = 9  # image tokens: the 3x3 cells (+ the global token of an encoder that has one, with enc=)
 tr = load("train", ntrain)
 va = load("val", 200)
 if args.get("enc"):
@@ -154,8 +156,12 @@ if args.get("enc"):
     from vistune.demo.pipeline import load_pixels
     from vistune.world.build import WorldPaths
 
-    encoder = WorldEncoder(WorldEncoderOptions())
-    encoder.load_state_dict(load_file(args["enc"]))
+    weights = load_file(args["enc"])  # an encoder saved with or without the global token: its keys say which
+    encoder = WorldEncoder(
+        WorldEncoderOptions(global_token=any(k.startswith("global_proj.") for k in weights))
+    )
+    encoder.load_state_dict(weights)
+    N_IMG = encoder.num_tokens
     encoder.eval()
     wp = WorldPaths(Path(args.get("world", "runs/world20k")))
     ENC = {}
@@ -185,7 +191,7 @@ def _rowcol(q):
 
 def _answer_words(q):
     """The words a keyscore checks: the answer, or with posform=grid the row and the column word."""
-    if q.qtype == "position" and args.get("posform") == "grid":
+    if q.qtype == "position" and args.get("posform") in ("grid", "rc"):
         from vistune.world.vocab import COL_NAMES, ROW_NAMES
 
         row, col = _rowcol(q)
@@ -224,6 +230,14 @@ def encode(q, with_answer=True):
             row, col = _rowcol(q)
             ref = q.question[len("Where is the ") : -1]
             conv[1]["value"] = f"The {ref} is in the {ROW_NAMES[row]} row and the {COL_NAMES[col]} column."
+        elif q.qtype == "position" and args.get("posform") == "rc":  # row and column, each after the object
+            from vistune.world.vocab import COL_NAMES, ROW_NAMES
+
+            row, col = _rowcol(q)
+            ref = q.question[len("Where is the ") : -1]
+            conv[1]["value"] = (
+                f"The {ref} is in the {ROW_NAMES[row]} row. The {ref} is in the {COL_NAMES[col]} column."
+            )
         elif q.qtype == "position" and args.get("posform") in ("at", "bare"):  # the region's name after "is"
             ref = q.question[len("Where is the ") : -1]
             at = "at the " if args["posform"] == "at" else ""
@@ -234,7 +248,7 @@ def encode(q, with_answer=True):
             conv[1]["value"] = f"The {key} is {'a ' if q.qtype == 'shape' else ''}{q.answer}."
             if q.qtype == "shape" and args.get("shapeform") == "it":
                 conv[1]["value"] = f"It is a {key.split()[0]} {q.answer}."
-    t = tokenize_conversation(conv, tok, tmpl, num_image_tokens=9)
+    t = tokenize_conversation(conv, tok, tmpl, num_image_tokens=N_IMG)
     return t.input_ids, t.labels
 
 
@@ -257,7 +271,7 @@ def build_multi(truths, seed, per):
         conv = [turn for q in group for turn in q.conversation(with_answer=True)]
         for later in conv[2::2]:
             later["value"] = later["value"].replace("<image>\n", "")
-        tk = tokenize_conversation(conv, tok, tmpl, num_image_tokens=9)
+        tk = tokenize_conversation(conv, tok, tmpl, num_image_tokens=N_IMG)
         out.append(((tk.input_ids, tk.labels), fm[iid], group[0]))
     return out
 

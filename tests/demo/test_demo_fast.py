@@ -23,7 +23,7 @@ def _baseline(closed: dict) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # 1 min 53 s measured on the idle 2-core machine; 7.3 min beside other jobs
+@pytest.mark.timeout(1800)  # 1 min 55 s measured on the idle 2-core machine; 7.3 min beside other jobs
 def test_fast_demo_runs_reports_and_learns_counting(fast_run):
     out, output, results = fast_run
     assert "vistune chat --model" in output
@@ -36,7 +36,7 @@ def test_fast_demo_runs_reports_and_learns_counting(fast_run):
     assert f"## Chat with the model\n\n```\nvistune chat --model {results['model_dir']} --image " in report
     closed = results["scores"]["closed"]
     # Counting needs the image (no text says how many shapes an image has) and is what the fast budget learns:
-    # measured 73% (short answers) and 82% (sentence answers) against a 45% majority baseline, 100 held-out images.
+    # measured 67% (short answers) and 65% (sentence answers) against a 45% majority baseline, 100 held-out images.
     assert closed["accuracy"]["count"] > closed["majority_baseline"]["count"] + 0.1, closed
     sentence = results["scores"]["closed_sentence"]
     assert sentence["accuracy"]["count"] > sentence["majority_baseline"]["count"] + 0.1, sentence
@@ -46,8 +46,8 @@ def test_fast_demo_runs_reports_and_learns_counting(fast_run):
 @pytest.mark.timeout(1800)
 @pytest.mark.xfail(
     reason="issue 5 target not reached yet: the fast preset's 150 lookup steps are too few for the lookup (color "
-    "11-13% in both answer styles); the full demo's 4,000 read color 92% and shape 84% with sentence answers, "
-    "but not existence or position (docs/demo.md, fifth round)",
+    "11-13% in both answer styles); the full demo's 3,000 read color 91-99.5% and shape 99.5-100% with sentence "
+    "answers, but not existence or position (docs/demo.md, seventh round)",
     strict=False,
 )
 def test_fast_demo_learns_well_above_chance_overall(fast_run):

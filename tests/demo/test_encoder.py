@@ -26,15 +26,23 @@ def _scene() -> Scene:
     return Scene(Background("white"), (star, circle))
 
 
-def test_tokens_are_grid_cells_with_one_hot_positions():
+def test_tokens_are_grid_cells_with_one_hot_positions_then_a_global_token():
     enc = WorldEncoder(SMALL).eval()
     out = enc(torch.randn(2, 3, 72, 72))
-    assert out.shape == (2, 9, 32 + 6) and enc.num_tokens == 9 and enc.hidden_size == 38
-    codes = out[0, :, 32:] / SMALL.position_scale  # [9, 6]: one-hot row, then one-hot column, row-major
+    assert out.shape == (2, 10, 32 + 6) and enc.num_tokens == 10 and enc.hidden_size == 38
+    codes = out[0, :, 32:] / SMALL.position_scale  # [10, 6]: one-hot row, then one-hot column, row-major
     for cell in range(9):
         row, col = divmod(cell, 3)
         assert codes[cell, :3].argmax() == row and codes[cell, 3:].argmax() == col
         assert codes[cell].sum() == 2
+    assert (codes[9] == 0).all()  # the global token has no place
+
+
+def test_without_the_global_token_there_are_nine_cell_tokens():
+    opts = WorldEncoderOptions(width=32, depth=1, heads=2, stem_channels=[8, 16], global_token=False)
+    enc = WorldEncoder(opts).eval()
+    assert enc(torch.randn(1, 3, 72, 72)).shape == (1, 9, 38) and enc.num_tokens == 9
+    assert not any(k.startswith("global_proj") for k in enc.state_dict())
 
 
 def test_registered_tower_loads_its_pretrained_weights(tmp_path):
@@ -81,3 +89,27 @@ def test_pretraining_learns_counts_above_chance():
     assert not any(p.requires_grad for p in enc.parameters())  # frozen for LLaVA
     metrics = evaluate_encoder(enc, heads, px, targets)
     assert metrics["total"] > 0.4  # 1-3 objects: chance is 1/3
+
+
+def test_counts_are_read_from_the_global_token_only():
+    """The count head sees the global token alone: replacing the cell tokens leaves its gradient unchanged."""
+    from vistune.demo.pretrain_vision import PretrainHeads, _losses
+
+    torch.manual_seed(0)
+    enc, heads = WorldEncoder(SMALL), PretrainHeads(SMALL.width)
+    targets = stack_targets([_scene()], SMALL)
+    tokens, cells = enc.dense(torch.randn(1, 3, 72, 72))
+    other = torch.cat([torch.randn_like(cells[:, :9]), cells[:, 9:]], dim=1)  # same global token, other cells
+
+    def count_grad(c: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(
+            _losses(heads, tokens, c, targets)[0], heads.counts.weight, retain_graph=True
+        )[0]
+
+    assert torch.allclose(count_grad(cells), count_grad(other))
+    cell_grad = torch.autograd.grad(
+        _losses(heads, tokens, cells, targets)[0], heads.cell.weight, retain_graph=True
+    )[0]
+    assert not torch.allclose(
+        cell_grad, torch.autograd.grad(_losses(heads, tokens, other, targets)[0], heads.cell.weight)[0]
+    )

@@ -10,7 +10,11 @@ object features, because nothing said *where* a token came from. So:
   minutes;
 - the output tokens are pooled to the world's layout grid (3x3 = 9 tokens: a lean token budget), and each token
   carries an explicit 2-D position code (one-hot row and column), so the projector and the LLM can read position
-  directly instead of inferring it from the token order.
+  directly instead of inferring it from the token order;
+- one more, global token (from the mean of the patch tokens, with an all-zero position code) carries the image-wide
+  targets (how many of each shape), so the cell tokens stay local. Measured: when every cell token carried the
+  counts, 62-76% of a token's variance was shared by all tokens of its image (more the longer the encoder trained),
+  and the language model's lookup of "the token of the star" formed less often; with the global token, 17%.
 
 The tower is registered as `world_encoder` in the vision-tower registry, so a model that uses it is saved and
 loaded like any other (its weights live in the model's own safetensors file).
@@ -44,6 +48,8 @@ class WorldEncoderOptions:
     position_code: bool = True  # append one-hot (row, col) of each output token
     position_scale: float = 4.0  # the code's magnitude, comparable to a LayerNorm-ed feature's entries
     merge: str = "concat"  # patches -> cell token: "concat" (linear over the cell's patches) or "mean"
+    # One more token for the image-wide targets (counts), after the cell tokens, so those stay local.
+    global_token: bool = True
 
     def __post_init__(self) -> None:
         stride = 2 ** (len(self.stem_channels) + 1)
@@ -66,7 +72,7 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class WorldEncoder(VisionTower):
-    """pixels [N, 3, S, S] -> tokens [N, G*G, width (+ 2G position code)].
+    """pixels [N, 3, S, S] -> tokens [N, G*G (+1 global), width (+ 2G position code)].
 
     `dense(pixels)` also returns the per-patch tokens before pooling, which pretraining supervises.
     """
@@ -98,16 +104,19 @@ class WorldEncoder(VisionTower):
             if opts.merge == "concat"
             else None
         )
-        self.register_buffer(
-            "position_codes", _position_codes(opts.pool_grid) * opts.position_scale, persistent=False
-        )
+        codes = _position_codes(opts.pool_grid) * opts.position_scale
+        self.global_proj = None
+        if opts.global_token:  # it summarizes all patches, so it has no place: an all-zero position code
+            self.global_proj = nn.Sequential(nn.Linear(opts.width, opts.width), nn.LayerNorm(opts.width))
+            codes = torch.cat([codes, codes.new_zeros(1, codes.shape[1])])
+        self.register_buffer("position_codes", codes, persistent=False)
         self.image_size = opts.image_size
         self.image_mean = self.image_std = HALF
-        self.num_tokens = opts.pool_grid**2
+        self.num_tokens = opts.pool_grid**2 + int(opts.global_token)
         self.hidden_size = opts.width + (2 * opts.pool_grid if opts.position_code else 0)
 
     def dense(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(patch tokens [N, P*P, width], pooled cell tokens [N, G*G, width])."""
+        """(patch tokens [N, P*P, width], output tokens [N, G*G (+1 global), width]: cells, row-major, then global)."""
         fmap = self.stem(pixel_values)  # [N, width, P, P]
         n, c, p, _ = fmap.shape
         tokens = self.norm(self.blocks(fmap.flatten(2).transpose(1, 2) + self.pos_embed))  # [N, P*P, width]
@@ -115,9 +124,13 @@ class WorldEncoder(VisionTower):
         k = p // g
         if self.merge is None:
             grid = tokens.transpose(1, 2).reshape(n, c, p, p)  # back to [N, width, P, P] to pool per cell
-            return tokens, F.avg_pool2d(grid, k).flatten(2).transpose(1, 2)  # [N, G*G, width]
-        cells = tokens.reshape(n, g, k, g, k, c).permute(0, 1, 3, 2, 4, 5)  # [N, G, G, k, k, width]
-        return tokens, self.merge(cells.reshape(n, g * g, k * k * c))  # [N, G*G, width]
+            cells = F.avg_pool2d(grid, k).flatten(2).transpose(1, 2)  # [N, G*G, width]
+        else:
+            cells = tokens.reshape(n, g, k, g, k, c).permute(0, 1, 3, 2, 4, 5)  # [N, G, G, k, k, width]
+            cells = self.merge(cells.reshape(n, g * g, k * k * c))  # [N, G*G, width]
+        if self.global_proj is None:
+            return tokens, cells
+        return tokens, torch.cat([cells, self.global_proj(tokens.mean(1, keepdim=True))], dim=1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         _, cells = self.dense(pixel_values)

@@ -3,10 +3,11 @@
 Targets, all read from the world's exact ground truth:
 - per patch: which object (color x shape) covers most of it, or background;
 - per layout cell (one output token): the color, shape and size of the object centered there, or none;
-- per output token: how many objects of each shape the image holds, and how many in all — every token carries
-  the counts, so the language model can read them from any image token instead of counting by attention;
-- per output token (`scene_summary`): for every (color, shape) pair, the cell it is in or "absent" — a scene
-  summary every token carries, like the global information late ViT patch tokens hold. Why: with only local
+- on the global token (every output token when the encoder has none): how many objects of each shape the image
+  holds, and how many in all, so the language model can read them from one image token instead of counting by
+  attention;
+- on the same token(s) (`scene_summary`): for every (color, shape) pair, the cell it is in or "absent" — a scene
+  summary, like the global information late ViT patch tokens hold. Why: with only local
   cell features, a tiny LM must learn two-hop retrieval (question word -> matching image token -> its color or
   cell), which it did not learn within the demo's budget even from perfect ground-truth cell features (color and
   position stayed at chance); with the summary on every token, one attention hop plus an MLP lookup suffices.
@@ -110,22 +111,27 @@ def _losses(
     *,
     summary: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total loss and per-target accuracies. tokens [B, P*P, W], cells [B, G*G, W]."""
+    """Total loss and per-target accuracies. tokens [B, P*P, W], cells [B, G*G (+1 global), W].
+
+    Image-wide targets (counts, scene summary) go on the global token if there is one, else on every cell token.
+    """
     n_col, n_shape = 1 + len(COLORS), 1 + len(SHAPES)
+    image = cells[:, GRID * GRID :] if cells.shape[1] > GRID * GRID else cells  # [B, 1 or G*G, W]
+    cells = cells[:, : GRID * GRID]
     patch_color, patch_shape = heads.patch(tokens).split([n_col, n_shape], dim=-1)  # [B, P*P, C] each
     cell_logits = heads.cell(cells).split([n_col, n_shape, 1 + len(SIZES)], dim=-1)
-    count_logits = heads.counts(cells)  # [B, G*G, S*(M+1) + T]
-    b, g = cells.shape[:2]
+    count_logits = heads.counts(image)  # [B, g, S*(M+1) + T]
+    b, g = image.shape[:2]
     shape_logits = count_logits[..., : len(SHAPES) * (MAX_SHAPE_COUNT + 1)].reshape(b, g, len(SHAPES), -1)
     total_logits = count_logits[..., len(SHAPES) * (MAX_SHAPE_COUNT + 1) :]  # [B, G*G, T]
     loss = F.cross_entropy(patch_color.flatten(0, 1), t.patch_color.flatten())
     loss = loss + F.cross_entropy(patch_shape.flatten(0, 1), t.patch_shape.flatten())
     for i, logits in enumerate(cell_logits):
         loss = loss + F.cross_entropy(logits.flatten(0, 1), t.cell[..., i].flatten())
-    shape_t = t.shape_counts[:, None].expand(b, g, -1)  # every token predicts the image's counts
+    shape_t = t.shape_counts[:, None].expand(b, g, -1)  # the image token(s) predict its counts
     loss = loss + F.cross_entropy(shape_logits.flatten(0, 2), shape_t.flatten())
     loss = loss + F.cross_entropy(total_logits.flatten(0, 1), t.total[:, None].expand(b, g).flatten())
-    place_logits = heads.places(cells).reshape(b, g, t.places.shape[1], 1 + MAX_OBJECTS)  # [B, G*G, C*S, 10]
+    place_logits = heads.places(image).reshape(b, g, t.places.shape[1], 1 + MAX_OBJECTS)  # [B, g, C*S, 10]
     place_t = t.places[:, None].expand(
         b, g, -1
     )  # every token predicts where each pair is (or that it is absent)
