@@ -16,7 +16,7 @@ from vistune.model.vision import build_vision_tower
 from vistune.world.scene import Background, Scene, WorldObject
 from vistune.world.vocab import SHAPES
 
-SMALL = WorldEncoderOptions(width=32, depth=1, heads=2, stem_channels=[8, 16])
+SMALL = WorldEncoderOptions(width=32, depth=1, heads=2, stem_channels=[8, 16], global_token=True)
 
 
 def _scene() -> Scene:
@@ -39,7 +39,8 @@ def test_tokens_are_grid_cells_with_one_hot_positions_then_a_global_token():
 
 
 def test_without_the_global_token_there_are_nine_cell_tokens():
-    opts = WorldEncoderOptions(width=32, depth=1, heads=2, stem_channels=[8, 16], global_token=False)
+    """The default (so a model saved before the global token existed loads as it was saved)."""
+    opts = WorldEncoderOptions(width=32, depth=1, heads=2, stem_channels=[8, 16])
     enc = WorldEncoder(opts).eval()
     assert enc(torch.randn(1, 3, 72, 72)).shape == (1, 9, 38) and enc.num_tokens == 9
     assert not any(k.startswith("global_proj") for k in enc.state_dict())

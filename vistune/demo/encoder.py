@@ -48,8 +48,9 @@ class WorldEncoderOptions:
     position_code: bool = True  # append one-hot (row, col) of each output token
     position_scale: float = 4.0  # the code's magnitude, comparable to a LayerNorm-ed feature's entries
     merge: str = "concat"  # patches -> cell token: "concat" (linear over the cell's patches) or "mean"
-    # One more token for the image-wide targets (counts), after the cell tokens, so those stay local.
-    global_token: bool = True
+    # One more token for the image-wide targets (counts), after the cell tokens, so those stay local. The demo turns
+    # it on (`DemoSettings.encoder`); off by default so that a model saved before it existed still loads as saved.
+    global_token: bool = False
 
     def __post_init__(self) -> None:
         stride = 2 ** (len(self.stem_channels) + 1)

@@ -43,7 +43,8 @@ class DemoSettings:
     # Closed-question rounds per train image (5 types each; every question in both answer styles).
     closed_rounds: int = 1
     flavors: list[str] = field(default_factory=lambda: ["conversation", "detail", "complex_reasoning"])
-    encoder: WorldEncoderOptions = field(default_factory=WorldEncoderOptions)
+    # A global token for the counts keeps the 9 cell tokens local (docs/demo.md, seventh round).
+    encoder: WorldEncoderOptions = field(default_factory=lambda: WorldEncoderOptions(global_token=True))
     # 1,000 steps, not 400: the encoder then reads each cell's shape 99.5% right (93.5% at 400), and with the counts
     # on a global token (`WorldEncoderOptions.global_token`) the LM's lookup forms on it (color and shape 99.5%
     # held-out, docs/demo.md seventh round). Without the global token the longer pretraining hurt (color 47%).
