@@ -10,7 +10,7 @@ Targets, all read from the world's exact ground truth:
   summary, like the global information late ViT patch tokens hold. Why: with only local
   cell features, a tiny LM must learn two-hop retrieval (question word -> matching image token -> its color or
   cell), which it did not learn within the demo's budget even from perfect ground-truth cell features (color and
-  position stayed at chance); with the summary on every token, one attention hop plus an MLP lookup suffices.
+  position stayed at chance); with the summary on an image token, one attention hop plus an MLP lookup suffices.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _losses(
     count_logits = heads.counts(image)  # [B, g, S*(M+1) + T]
     b, g = image.shape[:2]
     shape_logits = count_logits[..., : len(SHAPES) * (MAX_SHAPE_COUNT + 1)].reshape(b, g, len(SHAPES), -1)
-    total_logits = count_logits[..., len(SHAPES) * (MAX_SHAPE_COUNT + 1) :]  # [B, G*G, T]
+    total_logits = count_logits[..., len(SHAPES) * (MAX_SHAPE_COUNT + 1) :]  # [B, g, T]
     loss = F.cross_entropy(patch_color.flatten(0, 1), t.patch_color.flatten())
     loss = loss + F.cross_entropy(patch_shape.flatten(0, 1), t.patch_shape.flatten())
     for i, logits in enumerate(cell_logits):
@@ -134,7 +134,7 @@ def _losses(
     place_logits = heads.places(image).reshape(b, g, t.places.shape[1], 1 + MAX_OBJECTS)  # [B, g, C*S, 10]
     place_t = t.places[:, None].expand(
         b, g, -1
-    )  # every token predicts where each pair is (or that it is absent)
+    )  # the image token(s) predict where each pair is (or that it is absent)
     if summary:
         loss = loss + F.cross_entropy(place_logits.flatten(0, 2), place_t.flatten())
     with torch.no_grad():
