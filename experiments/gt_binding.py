@@ -150,19 +150,12 @@ N_IMG = 9  # image tokens: the 3x3 cells (+ the global token of an encoder that 
 tr = load("train", ntrain)
 va = load("val", 200)
 if args.get("enc"):
-    from safetensors.torch import load_file
-
-    from vistune.demo.encoder import WorldEncoder, WorldEncoderOptions
+    from vistune.demo.encoder import load_weights_file
     from vistune.demo.pipeline import load_pixels
     from vistune.world.build import WorldPaths
 
-    weights = load_file(args["enc"])  # an encoder saved with or without the global token: its keys say which
-    encoder = WorldEncoder(
-        WorldEncoderOptions(global_token=any(k.startswith("global_proj.") for k in weights))
-    )
-    encoder.load_state_dict(weights)
+    encoder = load_weights_file(args["enc"]).eval()  # with or without the global token, as the file was saved
     N_IMG = encoder.num_tokens
-    encoder.eval()
     wp = WorldPaths(Path(args.get("world", "runs/world20k")))
     ENC = {}
     for split, ts in (("train", tr), ("val", va)):
@@ -189,8 +182,23 @@ def _rowcol(q):
     return next(rc for rc, name in REGIONS.items() if name == q.answer)
 
 
+def _position_reply(q, form):
+    """The position reply in another form than the library's (posform=)."""
+    from vistune.world.vocab import COL_NAMES, ROW_NAMES
+
+    row, col = _rowcol(q)
+    ref = q.question[len("Where is the ") : -1]
+    replies = {
+        "grid": f"The {ref} is in the {ROW_NAMES[row]} row and the {COL_NAMES[col]} column.",
+        "rc": f"The {ref} is in the {ROW_NAMES[row]} row. The {ref} is in the {COL_NAMES[col]} column.",
+        "at": f"The {ref} is at the {q.answer}.",
+        "bare": f"The {ref} is {q.answer}.",
+    }
+    return replies[form]
+
+
 def _answer_words(q):
-    """The words a keyscore checks: the answer, or with posform=grid the row and the column word."""
+    """The words a keyscore checks: the answer, or with posform=grid|rc the row and the column word."""
     if q.qtype == "position" and args.get("posform") in ("grid", "rc"):
         from vistune.world.vocab import COL_NAMES, ROW_NAMES
 
@@ -224,24 +232,8 @@ def encode(q, with_answer=True):
     short_types = args.get("shorttypes", "").split(",")
     if SENT[0] and args.get("sent") == "lib" and q.qtype not in short_types:  # the library's sentence replies
         conv = q.conversation(with_answer=True, style="sentence")
-        if q.qtype == "position" and args.get("posform") == "grid":  # row and column named apart
-            from vistune.world.vocab import COL_NAMES, ROW_NAMES
-
-            row, col = _rowcol(q)
-            ref = q.question[len("Where is the ") : -1]
-            conv[1]["value"] = f"The {ref} is in the {ROW_NAMES[row]} row and the {COL_NAMES[col]} column."
-        elif q.qtype == "position" and args.get("posform") == "rc":  # row and column, each after the object
-            from vistune.world.vocab import COL_NAMES, ROW_NAMES
-
-            row, col = _rowcol(q)
-            ref = q.question[len("Where is the ") : -1]
-            conv[1]["value"] = (
-                f"The {ref} is in the {ROW_NAMES[row]} row. The {ref} is in the {COL_NAMES[col]} column."
-            )
-        elif q.qtype == "position" and args.get("posform") in ("at", "bare"):  # the region's name after "is"
-            ref = q.question[len("Where is the ") : -1]
-            at = "at the " if args["posform"] == "at" else ""
-            conv[1]["value"] = f"The {ref} is {at}{q.answer}."
+        if q.qtype == "position" and args.get("posform"):
+            conv[1]["value"] = _position_reply(q, args["posform"])
     elif SENT[0] and args.get("sent") != "lib":  # a sentence answer that restates what the question is about
         key = q.question.split(" is the ", 1)[1].rstrip("?")
         if q.qtype in ("color", "shape"):

@@ -11,9 +11,8 @@ import argparse
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from vistune.demo.encoder import WorldEncoder, WorldEncoderOptions
+from vistune.demo.encoder import load_weights_file
 from vistune.demo.pipeline import load_pixels, load_truths
 from vistune.world.build import WorldPaths
 
@@ -27,12 +26,8 @@ def main() -> None:
     world = WorldPaths(args.world or args.encoders[0].parent.parent / "world")
     val = load_truths(world, "val")[: args.images]
     for path in args.encoders:
-        weights = load_file(str(path))
-        # a file saved with or without the global token: its keys say which
-        opts = WorldEncoderOptions(global_token=any(k.startswith("global_proj.") for k in weights))
-        encoder = WorldEncoder(opts)
-        encoder.load_state_dict(weights)
-        encoder.eval()
+        encoder = load_weights_file(path).eval()
+        opts = encoder.opts
         with torch.no_grad():
             _, cells = encoder.dense(load_pixels(world, "val", val, opts.image_size))
         cells = cells[:, : opts.pool_grid**2]  # the cell tokens only

@@ -114,3 +114,16 @@ def test_counts_are_read_from_the_global_token_only():
     assert not torch.allclose(
         cell_grad, torch.autograd.grad(_losses(heads, tokens, other, targets)[0], heads.cell.weight)[0]
     )
+
+
+def test_weights_file_loads_with_or_without_the_global_token(tmp_path):
+    from safetensors.torch import save_file
+
+    from vistune.demo.encoder import load_weights_file
+
+    x = torch.randn(1, 3, 72, 72)
+    for global_token, tokens in ((True, 10), (False, 9)):
+        enc = WorldEncoder(WorldEncoderOptions(global_token=global_token)).eval()
+        save_file(enc.state_dict(), str(tmp_path / "w.safetensors"))
+        loaded = load_weights_file(tmp_path / "w.safetensors").eval()
+        assert loaded.num_tokens == tokens and torch.equal(loaded(x), enc(x))

@@ -23,6 +23,7 @@ loaded like any other (its weights live in the model's own safetensors file).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -154,12 +155,24 @@ def encoder_options(config: VisionConfig) -> WorldEncoderOptions:
 
 
 def _build(config: VisionConfig) -> WorldEncoder:
-    tower = WorldEncoder(encoder_options(config))
-    if config.pretrained is not None:
-        from safetensors.torch import load_file
+    opts = encoder_options(config)
+    return WorldEncoder(opts) if config.pretrained is None else load_weights_file(config.pretrained, opts)
 
-        tower.load_state_dict(load_file(config.pretrained))
-    return tower
+
+def load_weights_file(path: str | Path, opts: WorldEncoderOptions | None = None) -> WorldEncoder:
+    """A world encoder from its weights file (as `vistune demo` saves it; strict loading).
+
+    Without `opts`: the default architecture, with the global token if the file holds its weights (files saved
+    before it existed do not).
+    """
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path))
+    if opts is None:
+        opts = WorldEncoderOptions(global_token=any(k.startswith("global_proj.") for k in weights))
+    encoder = WorldEncoder(opts)
+    encoder.load_state_dict(weights)
+    return encoder
 
 
 def vision_config(opts: WorldEncoderOptions, pretrained: str | None = None) -> VisionConfig:

@@ -45,9 +45,10 @@ class DemoSettings:
     flavors: list[str] = field(default_factory=lambda: ["conversation", "detail", "complex_reasoning"])
     # A global token for the counts keeps the 9 cell tokens local (docs/demo.md, seventh round).
     encoder: WorldEncoderOptions = field(default_factory=lambda: WorldEncoderOptions(global_token=True))
-    # 1,000 steps, not 400: the encoder then reads each cell's shape 99.5% right (93.5% at 400), and with the counts
-    # on a global token (`WorldEncoderOptions.global_token`) the LM's lookup forms on it (color and shape 99.5%
-    # held-out, docs/demo.md seventh round). Without the global token the longer pretraining hurt (color 47%).
+    # 1,000 steps, not 400: the encoder then reads each cell (color, shape, size) 99.6% right (93.1% at 400), and
+    # with the counts on a global token (`WorldEncoderOptions.global_token`) the LM's lookup forms on it (color and
+    # shape 99.5% held-out, docs/demo.md seventh round). Without the global token the longer pretraining hurt (color
+    # 47%).
     encoder_train: EncoderPretrainConfig = field(default_factory=lambda: EncoderPretrainConfig(steps=1000))
     language: LanguageModelOptions = field(default_factory=LanguageModelOptions)
     # lr 1e-3, not 3e-3: an LM pretrained at 3e-3 then learned the sentence-answer lookup from perfect image
