@@ -28,7 +28,15 @@ answers, then one-word answers), shorttypes=a,b (with sent=lib: these types keep
 per true answer; showfail=N also prints the first N wrong teacher-forced replies), posform=grid|rc|at|bare (with
 sent=lib: position replies "The star is in the top row and the left column." / "The star is in the top row. The
 star is in the left column." (keyscore checks both words) / "The star is at the top left." / "The star is top
-left.").
+left."; rowcol: "The star is top center." (row word, then column word; both checked); cellno: "The star is in cell
+five." (cells numbered 1-9 row-major: one 9-way answer word)), countform=number ("The number of circles is two.").
+Controls (perfect features only unless said): perm=colmajor (the cell tokens in column-major order), poscode=obj (the
+row / column code on occupied cells only) or poscode=cell (a one-hot cell index in its place), maxobj=N (train and
+score only images with <= N objects), firstmax=K (with cur=N first=TYPES: the first phase on images with <= K
+objects), imgmask=self (image tokens do not attend to each other), evaltrain=1 (score 200 training questions).
+Read-outs: perref=1 (accuracy by object count and by how the object is named: one word or a color-shape pair);
+attn=1 (after training: for each layer and head, the asked object's token's share of the attention the objects get,
+at the position that predicts the first answer token, and attnoffs=N positions before it).
 """
 
 import math
@@ -92,7 +100,7 @@ H = lm.config.hidden_size
 cols = list(COLORS)
 shps = list(SHAPES)
 szs = list(SIZES)
-D = 9 + 9 + len(szs) + 1 + 6
+D = 9 + 9 + len(szs) + 1 + (9 if args.get("poscode") == "cell" else 6)  # + the position code
 
 
 SUMMARY = args.get(
@@ -131,9 +139,17 @@ def cell_feats(truth):
         f[c, 10 + shps.index(o.shape)] = 1
         f[c, 18 + szs.index(o.size)] = 1
     base = D - (S_PAIRS * 7 if SUMMARY == "1" else 0)
+    occupied = {o.row * 3 + o.col for o in truth.objects}
     for c in range(9):
+        if args.get("poscode") == "obj" and c not in occupied:  # the row / column code on objects' cells only
+            continue
+        if args.get("poscode") == "cell":  # one-hot cell index (9) in place of one-hot row + column (3 + 3)
+            f[c, base - 9 + c] = 1
+            continue
         f[c, base - 6 + c // 3] = 1
         f[c, base - 3 + c % 3] = 1
+    if args.get("perm") == "colmajor":  # the cell tokens in column-major order (their codes unchanged)
+        f = f[[0, 3, 6, 1, 4, 7, 2, 5, 8]]
     return f
 
 
@@ -176,6 +192,10 @@ SENT = [args.get("sent") in ("1", "lib")]
 TRUTHS = {t.image_id: t for t in tr + va}
 
 
+def truth_of(image_id):
+    return TRUTHS[image_id]
+
+
 def _rowcol(q):
     from vistune.world.vocab import REGIONS
 
@@ -184,7 +204,7 @@ def _rowcol(q):
 
 def _position_reply(q, form):
     """The position reply in another form than the library's (posform=)."""
-    from vistune.world.vocab import COL_NAMES, ROW_NAMES
+    from vistune.world.vocab import COL_NAMES, NUMBER_WORDS, ROW_NAMES
 
     row, col = _rowcol(q)
     ref = q.question[len("Where is the ") : -1]
@@ -193,17 +213,25 @@ def _position_reply(q, form):
         "rc": f"The {ref} is in the {ROW_NAMES[row]} row. The {ref} is in the {COL_NAMES[col]} column.",
         "at": f"The {ref} is at the {q.answer}.",
         "bare": f"The {ref} is {q.answer}.",
+        "rowcol": f"The {ref} is {ROW_NAMES[row]} {COL_NAMES[col]}.",  # the row word right after the name
+        # control: the cell named by one word (its number, 1-9 row-major), so the answer is one 9-way choice
+        "cellno": f"The {ref} is in cell {NUMBER_WORDS[row * 3 + col + 1]}.",
     }
     return replies[form]
 
 
 def _answer_words(q):
     """The words a keyscore checks: the answer, or with posform=grid|rc the row and the column word."""
-    if q.qtype == "position" and args.get("posform") in ("grid", "rc"):
+    if q.qtype == "position" and args.get("posform") in ("grid", "rc", "rowcol"):
         from vistune.world.vocab import COL_NAMES, ROW_NAMES
 
         row, col = _rowcol(q)
         return [ROW_NAMES[row], COL_NAMES[col]]
+    if q.qtype == "position" and args.get("posform") == "cellno":
+        row, col = _rowcol(q)
+        from vistune.world.vocab import NUMBER_WORDS
+
+        return [NUMBER_WORDS[row * 3 + col + 1]]
     return [q.answer]
 
 
@@ -234,6 +262,11 @@ def encode(q, with_answer=True):
         conv = q.conversation(with_answer=True, style="sentence")
         if q.qtype == "position" and args.get("posform"):
             conv[1]["value"] = _position_reply(q, args["posform"])
+        if (
+            q.qtype == "count" and args.get("countform") == "number"
+        ):  # the counted noun right before the number
+            noun = q.question[len("How many ") : -len(" are there?")]
+            conv[1]["value"] = f"The number of {noun} is {q.answer}."
     elif SENT[0] and args.get("sent") != "lib":  # a sentence answer that restates what the question is about
         key = q.question.split(" is the ", 1)[1].rstrip("?")
         if q.qtype in ("color", "shape"):
@@ -277,6 +310,15 @@ if SENT_STEPS:
     SENT[0] = False
 train = build_multi(tr, 0, int(args.get("per", 2))) if multi else build(tr, 0, 3)
 val = build(va, 1, 1)
+if args.get("evaltrain") == "1":  # control: score 200 of the training questions instead of held-out ones
+    val = [x for x in train if x[2].qtype in types][:200]
+    va = tr
+if "maxobj" in args:  # control: only images with <= N objects (1: nothing to look up), train and held-out
+    train = [x for x in train if len(TRUTHS[x[2].image_id].objects) <= int(args["maxobj"])]
+    _va = {t.image_id: t for t in load("val", 2000)}
+    val = [
+        x for x in build(list(_va.values()), 1, 1) if len(_va[x[2].image_id].objects) <= int(args["maxobj"])
+    ]
 print(len(train), "train qs", len(val), "val qs", flush=True)
 proj = nn.Sequential(nn.Linear(D, H), nn.GELU(), nn.Linear(H, H))
 if args.get("fixproj") == "1":
@@ -331,6 +373,12 @@ def batch(items):
     e = e.clone()
     if img.any():
         e[img] = proj(fe).reshape(-1, H).to(e.dtype)
+    if args.get("imgmask") == "self":  # control: image tokens do not attend to each other (each sees itself)
+        allowed = torch.tril(torch.ones(L, L, dtype=torch.bool))[None] & att.bool()[:, None, :]
+        pair = img[:, :, None] & img[:, None, :]  # query and key both image tokens
+        allowed = allowed & ~(pair & ~torch.eye(L, dtype=torch.bool)[None])
+        allowed |= torch.eye(L, dtype=torch.bool)[None]  # every row keeps one key (padding rows too)
+        att = torch.zeros(len(items), 1, L, L).masked_fill(~allowed[:, None], float("-inf"))
     return e, lab, att
 
 
@@ -377,6 +425,11 @@ def evaluate():
                 # accuracy per (type, true answer), printed after each evaluation
                 if args.get("perans") == "1":
                     PERANS.setdefault((t, it[2].answer), []).append(ok)
+                if args.get("perref") == "1":  # accuracy by object count and by how the object is named
+                    n_obj = len(truth_of(it[2].image_id).objects)
+                    kind = "pair" if len(it[2].question.split()) > 4 else "one word"
+                    PERANS.setdefault((t, f"{n_obj} objects"), []).append(ok)
+                    PERANS.setdefault((t, kind), []).append(ok)
                     if not ok and len(FAILS) < int(args.get("showfail", 0)):
                         FAILS.append(f"{it[2].question} -> {tok.decode(pred[b][m])!r} (true {it[2].answer})")
                 right[t] = right.get(t, 0) + ok
@@ -405,6 +458,10 @@ if "minobj" in args:  # the first phase (or all of training with types=) only on
     first_train = [x for x in first_train if len(TRUTHS[x[2].image_id].objects) >= int(args["minobj"])]
     if not int(args.get("cur", 0)):
         train = first_train
+if (
+    "firstmax" in args
+):  # the first phase (cur=N, first=TYPES) only on images with <= K objects: easy lookups first
+    first_train = [x for x in first_train if len(TRUTHS[x[2].image_id].objects) <= int(args["firstmax"])]
 t0 = time.time()
 rng = random.Random(SEED)
 for step in range(steps + 1):
@@ -428,3 +485,55 @@ for step in range(steps + 1):
     sched.step()
     if step % 50 == 0:
         print("  loss", round(out.loss.item(), 3), flush=True)
+
+if args.get("attn") == "1":
+    # Where does the position that predicts the first answer token look? Per layer and head: the asked object's
+    # token's share of the attention all object tokens get (against 1 / objects if spread alike), and how often
+    # the asked token gets the most attention of all image tokens. Color, shape and position questions.
+    lm.set_attn_implementation("eager")
+    lm.eval()
+    stats = {}
+    with torch.no_grad():
+        for i in range(0, len(val), 50):
+            items = val[i : i + 50]
+            e, lab, att = batch(items)
+            out = lm(inputs_embeds=e, attention_mask=att, output_attentions=True)
+            tgt = lab[:, 1:]
+            for b, it in enumerate(items):
+                q = it[2]
+                truth = truth_of(q.image_id)
+                words = q.question.rstrip("?").split()
+                if q.qtype in ("color", "position") and "object" not in words:
+                    shape = words[-1]
+                    cands = [o for o in truth.objects if o.shape == shape]
+                    if len(words) > 4 and q.qtype == "position":
+                        cands = [o for o in cands if o.color == words[-2]]
+                elif q.qtype == "shape":
+                    cands = [o for o in truth.objects if o.color == words[-2]]
+                else:
+                    continue
+                cell = cands[0].row * 3 + cands[0].col
+                seq = tgt[b].tolist()
+                aw = tok.encode(" " + _answer_words(q)[0].split()[0], add_special_tokens=False)
+                at = next(
+                    j for j in range(len(seq)) if seq[j : j + len(aw)] == aw
+                )  # predicted at position `at`
+                ids_img = [j for j in range(e.shape[1]) if j < len(it[0][0]) and it[0][0][j] == IMG]
+                for layer, a in enumerate(out.attentions):
+                    for off in range(int(args.get("attnoffs", 1))):  # also the positions `off` tokens earlier
+                        w = a[b, :, at - off, ids_img]  # [heads, 9]
+                        occ = [o.row * 3 + o.col for o in truth.objects]
+                        for h in range(w.shape[0]):
+                            s = stats.setdefault((q.qtype, off, layer, h), [0.0, 0.0, 0, 0])
+                            s[0] += (
+                                w[h, cell] / w[h, occ].sum().clamp(min=1e-9)
+                            ).item()  # share among the objects
+                            s[1] += 1 / len(occ)  # what attending to all objects alike would give
+                            s[2] += int(w[h].argmax().item() == cell)
+                            s[3] += 1
+    for (qt, back, layer, h), (on, off, top, n) in sorted(stats.items()):
+        print(
+            f"   attn {qt:9s} -{back} L{layer} H{h}: asked token's share of the objects' attention {on / n:.2f} "
+            f"(uniform {off / n:.2f}), "
+            f"argmax right {top / n:.2f}"
+        )

@@ -454,6 +454,42 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data))  # tuples -> lists, so a record read back compares equal
 
 
+def step_dependencies(s: DemoSettings) -> dict[str, dict[str, Any]]:
+    """The settings each preparation step's output depends on, its upstream steps' included (for `Reuse`).
+
+    The encoder is pretrained on the world alone, so the instruction data's settings do not rerun it; the language
+    model is pretrained on the world's text, which the instruction data are part of.
+    """
+    world = {
+        "seed": s.seed,
+        "image_size": s.image_size,
+        "train": s.train_images,
+        "val": s.val_images,
+        "world": asdict(s.world),
+    }
+    data = {
+        **world,
+        "teacher": s.teacher_images,
+        "closed": s.closed_rounds,
+        "flavors": s.flavors,
+        "lookup_types": s.lookup_types,
+        "lookup_style": s.lookup_style,
+        "records": 3,  # the closed-question records' layout (3: single-turn, both answer styles); bump on change
+    }
+    return {
+        "world": world,
+        "data": data,
+        "encoder": {**world, "encoder": asdict(s.encoder), "encoder_train": asdict(s.encoder_train)},
+        "lm": {
+            **data,
+            "lm": asdict(s.language),
+            "lm_train": asdict(s.language_train),
+            "template": s.template,
+            "text": 3,  # world_text's layout (3: each image's closed questions as one conversation per style)
+        },
+    }
+
+
 def run_demo(
     out: str | Path,
     s: DemoSettings,
@@ -471,53 +507,32 @@ def run_demo(
     phases = 1 if s.lookup is not None else 0  # stage 2's lookup phase: one more step per full training
     steps = Steps(8 + phases + (7 + 2 * phases if ablation else 0), say)
     cache = Reuse(paths.out, reuse)
-    depends = {
-        "seed": s.seed,
-        "image_size": s.image_size,
-        "train": s.train_images,
-        "val": s.val_images,
-        "world": asdict(s.world),
-    }
+    depends = step_dependencies(s)
     with steps.step(
         f"build the world ({s.train_images} train + {s.val_images} held-out images, {s.image_size} px)"
     ):
-        world = WorldPaths(paths.world) if cache.has("world", depends) else build_world_step(paths, s)
-        cache.mark("world", depends)
+        world = (
+            WorldPaths(paths.world) if cache.has("world", depends["world"]) else build_world_step(paths, s)
+        )
+        cache.mark("world", depends["world"])
         train_truths, val_truths = load_truths(world, "train"), load_truths(world, "val")
-    depends = {
-        **depends,
-        "teacher": s.teacher_images,
-        "closed": s.closed_rounds,
-        "flavors": s.flavors,
-        "lookup_types": s.lookup_types,
-        "lookup_style": s.lookup_style,
-        "records": 3,  # the closed-question records' layout (3: single-turn, both answer styles); bump on change
-    }
     with steps.step(
         "instruction data (teacher: rule-based `world`; stage-1 captions; closed questions, short and sentence answers)"
     ):
-        if not cache.has("data", depends):
+        if not cache.has("data", depends["data"]):
             datagen_step(paths, s, world, train_truths, say)
-        cache.mark("data", depends)
-    encoder_depends = {**depends, "encoder": asdict(s.encoder), "train": asdict(s.encoder_train)}
+        cache.mark("data", depends["data"])
     with steps.step("pretrain the vision encoder on the world (dense per-region targets), then freeze it"):
-        if cache.has("encoder", encoder_depends):
+        if cache.has("encoder", depends["encoder"]):
             encoder_metrics = json.loads((paths.encoder.parent / "metrics.json").read_text())["val"]
         else:
             encoder_metrics, _ = encoder_step(paths, s, world, train_truths, val_truths)
-        cache.mark("encoder", encoder_depends)
+        cache.mark("encoder", depends["encoder"])
         say("    held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in encoder_metrics.items()))
-    lm_depends = {
-        **depends,
-        "lm": asdict(s.language),
-        "train": asdict(s.language_train),
-        "template": s.template,
-        "text": 3,  # world_text's layout (3: each image's closed questions as one conversation per answer style)
-    }
     with steps.step("pretrain the language model on the world's text"):
-        if not cache.has("lm", lm_depends):
+        if not cache.has("lm", depends["lm"]):
             language_step(paths, s)
-        cache.mark("lm", lm_depends)
+        cache.mark("lm", depends["lm"])
     model_dir = train_stages(paths, s, steps)
     with steps.step(f"evaluate on {s.eval_images} held-out images"):
         scores = evaluate_step(model_dir, world, val_truths, s)
