@@ -192,19 +192,23 @@ SENT = [args.get("sent") in ("1", "lib")]
 TRUTHS = {t.image_id: t for t in tr + va}
 
 
-def truth_of(image_id):
-    return TRUTHS[image_id]
-
-
 def _rowcol(q):
     from vistune.world.vocab import REGIONS
 
     return next(rc for rc, name in REGIONS.items() if name == q.answer)
 
 
+def _cell_word(q):
+    """The asked object's cell as one number word, 1-9 row-major (posform=cellno)."""
+    from vistune.world.vocab import NUMBER_WORDS
+
+    row, col = _rowcol(q)
+    return NUMBER_WORDS[row * 3 + col + 1]
+
+
 def _position_reply(q, form):
     """The position reply in another form than the library's (posform=)."""
-    from vistune.world.vocab import COL_NAMES, NUMBER_WORDS, ROW_NAMES
+    from vistune.world.vocab import COL_NAMES, ROW_NAMES
 
     row, col = _rowcol(q)
     ref = q.question[len("Where is the ") : -1]
@@ -215,7 +219,7 @@ def _position_reply(q, form):
         "bare": f"The {ref} is {q.answer}.",
         "rowcol": f"The {ref} is {ROW_NAMES[row]} {COL_NAMES[col]}.",  # the row word right after the name
         # control: the cell named by one word (its number, 1-9 row-major), so the answer is one 9-way choice
-        "cellno": f"The {ref} is in cell {NUMBER_WORDS[row * 3 + col + 1]}.",
+        "cellno": f"The {ref} is in cell {_cell_word(q)}.",
     }
     return replies[form]
 
@@ -228,10 +232,7 @@ def _answer_words(q):
         row, col = _rowcol(q)
         return [ROW_NAMES[row], COL_NAMES[col]]
     if q.qtype == "position" and args.get("posform") == "cellno":
-        row, col = _rowcol(q)
-        from vistune.world.vocab import NUMBER_WORDS
-
-        return [NUMBER_WORDS[row * 3 + col + 1]]
+        return [_cell_word(q)]
     return [q.answer]
 
 
@@ -262,9 +263,8 @@ def encode(q, with_answer=True):
         conv = q.conversation(with_answer=True, style="sentence")
         if q.qtype == "position" and args.get("posform"):
             conv[1]["value"] = _position_reply(q, args["posform"])
-        if (
-            q.qtype == "count" and args.get("countform") == "number"
-        ):  # the counted noun right before the number
+        # countform=number: the counted noun right before the number
+        if q.qtype == "count" and args.get("countform") == "number":
             noun = q.question[len("How many ") : -len(" are there?")]
             conv[1]["value"] = f"The number of {noun} is {q.answer}."
     elif SENT[0] and args.get("sent") != "lib":  # a sentence answer that restates what the question is about
@@ -312,13 +312,11 @@ train = build_multi(tr, 0, int(args.get("per", 2))) if multi else build(tr, 0, 3
 val = build(va, 1, 1)
 if args.get("evaltrain") == "1":  # control: score 200 of the training questions instead of held-out ones
     val = [x for x in train if x[2].qtype in types][:200]
-    va = tr
 if "maxobj" in args:  # control: only images with <= N objects (1: nothing to look up), train and held-out
     train = [x for x in train if len(TRUTHS[x[2].image_id].objects) <= int(args["maxobj"])]
-    _va = {t.image_id: t for t in load("val", 2000)}
-    val = [
-        x for x in build(list(_va.values()), 1, 1) if len(_va[x[2].image_id].objects) <= int(args["maxobj"])
-    ]
+    held_out = load("val", 2000)  # every held-out image, to find enough such ones
+    TRUTHS.update({t.image_id: t for t in held_out})
+    val = [x for x in build(held_out, 1, 1) if len(TRUTHS[x[2].image_id].objects) <= int(args["maxobj"])]
 print(len(train), "train qs", len(val), "val qs", flush=True)
 proj = nn.Sequential(nn.Linear(D, H), nn.GELU(), nn.Linear(H, H))
 if args.get("fixproj") == "1":
@@ -386,7 +384,6 @@ NLL = {}
 PRES = []
 PERANS = {}
 FAILS = []
-vmap = {t.image_id: t for t in va}
 
 
 def evaluate():
@@ -419,19 +416,19 @@ def evaluate():
                 NLL.setdefault(it[2].qtype, []).append(nll)
                 if it[2].qtype == "color":
                     word = tok.decode([pred[b, first].item()]).strip()
-                    present = {o.color for o in vmap[it[2].image_id].objects}
+                    present = {o.color for o in TRUTHS[it[2].image_id].objects}
                     PRES.append(word in present)
                 t = it[2].qtype
                 # accuracy per (type, true answer), printed after each evaluation
                 if args.get("perans") == "1":
                     PERANS.setdefault((t, it[2].answer), []).append(ok)
+                    if not ok and len(FAILS) < int(args.get("showfail", 0)):
+                        FAILS.append(f"{it[2].question} -> {tok.decode(pred[b][m])!r} (true {it[2].answer})")
                 if args.get("perref") == "1":  # accuracy by object count and by how the object is named
-                    n_obj = len(truth_of(it[2].image_id).objects)
+                    n_obj = len(TRUTHS[it[2].image_id].objects)
                     kind = "pair" if len(it[2].question.split()) > 4 else "one word"
                     PERANS.setdefault((t, f"{n_obj} objects"), []).append(ok)
                     PERANS.setdefault((t, kind), []).append(ok)
-                    if not ok and len(FAILS) < int(args.get("showfail", 0)):
-                        FAILS.append(f"{it[2].question} -> {tok.decode(pred[b][m])!r} (true {it[2].answer})")
                 right[t] = right.get(t, 0) + ok
                 tot[t] = tot.get(t, 0) + 1
     lm.train()
@@ -458,9 +455,8 @@ if "minobj" in args:  # the first phase (or all of training with types=) only on
     first_train = [x for x in first_train if len(TRUTHS[x[2].image_id].objects) >= int(args["minobj"])]
     if not int(args.get("cur", 0)):
         train = first_train
-if (
-    "firstmax" in args
-):  # the first phase (cur=N, first=TYPES) only on images with <= K objects: easy lookups first
+# firstmax=K: the first phase (cur=N, first=TYPES) only on images with <= K objects, easy lookups first
+if "firstmax" in args:
     first_train = [x for x in first_train if len(TRUTHS[x[2].image_id].objects) <= int(args["firstmax"])]
 t0 = time.time()
 rng = random.Random(SEED)
@@ -501,7 +497,7 @@ if args.get("attn") == "1":
             tgt = lab[:, 1:]
             for b, it in enumerate(items):
                 q = it[2]
-                truth = truth_of(q.image_id)
+                truth = TRUTHS[q.image_id]
                 words = q.question.rstrip("?").split()
                 if q.qtype in ("color", "position") and "object" not in words:
                     shape = words[-1]
@@ -519,10 +515,10 @@ if args.get("attn") == "1":
                     j for j in range(len(seq)) if seq[j : j + len(aw)] == aw
                 )  # predicted at position `at`
                 ids_img = [j for j in range(e.shape[1]) if j < len(it[0][0]) and it[0][0][j] == IMG]
+                occ = [o.row * 3 + o.col for o in truth.objects]
                 for layer, a in enumerate(out.attentions):
                     for off in range(int(args.get("attnoffs", 1))):  # also the positions `off` tokens earlier
                         w = a[b, :, at - off, ids_img]  # [heads, 9]
-                        occ = [o.row * 3 + o.col for o in truth.objects]
                         for h in range(w.shape[0]):
                             s = stats.setdefault((q.qtype, off, layer, h), [0.0, 0.0, 0, 0])
                             s[0] += (

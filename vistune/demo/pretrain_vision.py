@@ -6,11 +6,11 @@ Targets, all read from the world's exact ground truth:
 - on the global token (every output token when the encoder has none): how many objects of each shape the image
   holds, and how many in all, so the language model can read them from one image token instead of counting by
   attention;
-- on the same token(s) (`scene_summary`): for every (color, shape) pair, the cell it is in or "absent" — a scene
-  summary, like the global information late ViT patch tokens hold. Why: with only local
-  cell features, a tiny LM must learn two-hop retrieval (question word -> matching image token -> its color or
-  cell), which it did not learn within the demo's budget even from perfect ground-truth cell features (color and
-  position stayed at chance); with the summary on an image token, one attention hop plus an MLP lookup suffices.
+- optionally on the same token(s) (`scene_summary`, off by default): for every (color, shape) pair, the cell it
+  is in or "absent" — a scene summary, like the global information late ViT patch tokens hold. The idea was to
+  spare the LM the lookup of the asked object's token (one attention hop to the summary plus an MLP read instead);
+  measured with ground-truth features standing in for the encoder, it did not help: position stayed at its ~70%
+  plateau and existence at one constant answer (docs/demo.md, eighth round).
 """
 
 from __future__ import annotations
@@ -162,8 +162,8 @@ class EncoderPretrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     seed: int = 0
-    # Every token also predicts where each (color, shape) pair is (see the module docstring). Off by default: with
-    # ground-truth features standing in for the encoder, adding that summary did not speed up stage 2 (measured).
+    # The image-wide token(s) also predict where each (color, shape) pair is (see the module docstring). Off by
+    # default: with ground-truth features standing in for the encoder, that summary did not help stage 2 (measured).
     scene_summary: bool = False
 
 
