@@ -29,7 +29,11 @@ per true answer; showfail=N also prints the first N wrong teacher-forced replies
 sent=lib: position replies "The star is in the top row and the left column." / "The star is in the top row. The
 star is in the left column." (keyscore checks both words) / "The star is at the top left." / "The star is top
 left."; rowcol: "The star is top center." (row word, then column word; both checked); cellno: "The star is in cell
-five." (cells numbered 1-9 row-major: one 9-way answer word)), countform=number ("The number of circles is two.").
+five." (cells numbered 1-9 row-major: one 9-way answer word); cellis: "The star is five." (that word right after
+"is", as color's "The star is red.")), countform=number ("The number of circles is two."), exist=shape (POPE-style
+existence: "Is there a heart?", "no" naming a shape not in the image; exreply=adj0 / adj1: replies "Heart present." /
+"A heart is present."), induct=N (first N steps of in-context copying on the LM,
+`vistune.demo.language.pretrain_induction`'s task; docs/demo.md, ninth round).
 Controls (perfect features only unless said): perm=colmajor (the cell tokens in column-major order), poscode=obj (the
 row / column code on occupied cells only) or poscode=cell (a one-hot cell index in its place), maxobj=N (train and
 score only images with <= N objects), firstmax=K (with cur=N first=TYPES: the first phase on images with <= K
@@ -97,6 +101,16 @@ else:
         cfg.rope_parameters = {"rope_type": "default", "rope_theta": float(args["theta"])}
     lm = LlamaForCausalLM(cfg)
 H = lm.config.hidden_size
+if int(args.get("induct", 0)):  # in-context copying first, as `vistune demo` pretrains its LM
+    from vistune.demo.language import LanguagePretrainConfig, plain_token_ids, pretrain_induction
+
+    copying = pretrain_induction(
+        lm,
+        plain_token_ids(tok),
+        LanguagePretrainConfig(lr=1e-3, seed=SEED, induction_steps=int(args["induct"])),
+        on_step=lambda s, loss: print(f"induct {s} loss {loss:.3f}", flush=True) if s % 100 == 0 else None,
+    )
+    print(f"induct: held-out copy accuracy {copying.accuracy:.3f}", flush=True)
 cols = list(COLORS)
 shps = list(SHAPES)
 szs = list(SIZES)
@@ -186,6 +200,36 @@ if args.get("enc"):
     print("encoder features", D, flush=True)
 IMG = -200
 
+if (
+    args.get("exist") == "shape"
+):  # POPE-style existence: "Is there a heart?" (a shape; "no" names an absent one)
+    import vistune.eval.world as W
+
+    def _q_exist_shape(t, rng):
+        present = sorted({o.shape for o in t.objects})
+        if rng.random() < 0.5:
+            s = present[int(rng.integers(len(present)))]
+            return (
+                f"Is there {W.with_article(s)}?",
+                "yes",
+                f"{W.with_article(s).capitalize()}? Yes, there is one.",
+            )
+        absent = [s for s in shps if s not in present]
+        s = absent[int(rng.integers(len(absent)))]
+        return f"Is there {W.with_article(s)}?", "no", f"{W.with_article(s).capitalize()}? No, there is none."
+
+    def _q_exist_word(
+        t, rng
+    ):  # exreply=adj0: "Circle present." / "Circle absent."; adj1: "A circle is present."
+        q, a, _ = _q_exist_shape(t, rng)
+        s = q[len("Is there ") : -1].split()[-1]
+        word = "present" if a == "yes" else "absent"
+        if args["exreply"] == "adj0":
+            return q, word, f"{s.capitalize()} {word}."
+        return q, word, f"{W.with_article(s).capitalize()} is {word}."
+
+    W._MAKERS["existence"] = _q_exist_word if args.get("exreply") else _q_exist_shape
+
 
 TEXT_SCENE = args.get("textscene") == "1"
 SENT = [args.get("sent") in ("1", "lib")]
@@ -220,6 +264,8 @@ def _position_reply(q, form):
         "rowcol": f"The {ref} is {ROW_NAMES[row]} {COL_NAMES[col]}.",  # the row word right after the name
         # control: the cell named by one word (its number, 1-9 row-major), so the answer is one 9-way choice
         "cellno": f"The {ref} is in cell {_cell_word(q)}.",
+        # the one 9-way answer word right after "is", as color's "The star is red."
+        "cellis": f"The {ref} is {_cell_word(q)}.",
     }
     return replies[form]
 
@@ -231,7 +277,7 @@ def _answer_words(q):
 
         row, col = _rowcol(q)
         return [ROW_NAMES[row], COL_NAMES[col]]
-    if q.qtype == "position" and args.get("posform") == "cellno":
+    if q.qtype == "position" and args.get("posform") in ("cellno", "cellis"):
         return [_cell_word(q)]
     return [q.answer]
 

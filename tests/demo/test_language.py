@@ -52,18 +52,16 @@ def test_pretraining_lowers_the_loss():
     assert not model.training
 
 
-def test_world_text_puts_each_images_questions_in_one_conversation(tmp_path):
-    """The LM learns in-context lookup from one conversation per image (docs/demo.md, fourth round)."""
+def _qa(image, question, answer, prefix="<image>\n"):
+    turns = [{"from": "human", "value": prefix + question}, {"from": "gpt", "value": answer}]
+    return {"id": f"closed-{image}-{question}", "image": image, "conversations": turns}
+
+
+def _write_data(paths):
+    """A demo run's instruction data, in miniature."""
     import json
 
-    from vistune.demo.pipeline import DemoPaths, world_text
-    from vistune.demo.settings import DemoSettings
-
-    def qa(image, question, answer, prefix="<image>\n"):
-        turns = [{"from": "human", "value": prefix + question}, {"from": "gpt", "value": answer}]
-        return {"id": f"closed-{image}-{question}", "image": image, "conversations": turns}
-
-    paths = DemoPaths(tmp_path)
+    qa = _qa
     paths.data.mkdir()
     captions = [qa("a.png", "Describe it.", "A red star."), qa("b.png", "Describe it.", "A blue circle.")]
     teacher = [qa("a.png", "What is in the image?", "There is a red star in the top left corner.")]
@@ -80,6 +78,15 @@ def test_world_text_puts_each_images_questions_in_one_conversation(tmp_path):
         ("sentence", sentence),
     ):
         (paths.data / f"{name}.json").write_text(json.dumps(records))
+
+
+def test_world_text_puts_each_images_questions_in_one_conversation(tmp_path):
+    """The LM learns in-context lookup from one conversation per image (docs/demo.md, fourth round)."""
+    from vistune.demo.pipeline import DemoPaths, world_text
+    from vistune.demo.settings import DemoSettings
+
+    paths = DemoPaths(tmp_path)
+    _write_data(paths)
     docs = world_text(paths, DemoSettings())
     assert docs[:2] == ["A red star.", "A blue circle."]  # captions as plain text
     assert (
@@ -92,3 +99,58 @@ def test_world_text_puts_each_images_questions_in_one_conversation(tmp_path):
     image_a = next(d for d in docs[3:] if "red star?" in d)
     assert "What color is the star?" in image_a and "blue object" not in image_a
     assert image_a.count("<|im_start|>user") == 2 and not any("<image>" in d for d in docs)
+
+
+def test_induction_batch_repeats_a_random_run_and_labels_only_the_predictable_repeat():
+    from vistune.demo.language import induction_batch
+
+    vocab = torch.arange(100, 140)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        ids, labels = induction_batch(vocab, 4, 12, gen)
+        scored = (labels != -100).nonzero()[:, 1].unique()
+        first = int(scored.min())  # the repeat's second token
+        run_len = int(ids.shape[1] - first + 1)  # ids = prefix + run + run
+        prefix = ids.shape[1] - 2 * run_len
+        assert 5 <= run_len <= 12 and 0 <= prefix <= 10
+        assert torch.equal(ids[:, prefix : prefix + run_len], ids[:, prefix + run_len :])
+        assert torch.equal(labels[:, first:], ids[:, first:])
+        assert ((ids >= 100) & (ids < 140)).all()
+
+
+def test_induction_pretraining_learns_to_copy_a_repeated_run():
+    """A tiny LM learns in-context copying far above chance (1 / 16) on held-out runs (0.44 measured at 400 steps;
+    nothing but the run's first copy can tell the next token)."""
+    from vistune.demo.language import pretrain_induction
+
+    tok = make_world_tokenizer(CORPUS, TINY)
+    torch.manual_seed(0)
+    model = build_language_model(
+        LanguageModelOptions(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128), tok
+    )
+    cfg = LanguagePretrainConfig(lr=3e-3, induction_steps=400, induction_max_len=8, induction_batch_size=16)
+    result = pretrain_induction(model, torch.arange(10, 26), cfg)
+    assert len(result.losses) == 400 and not model.training
+    assert result.accuracy > 0.25, result.accuracy
+
+
+def test_language_step_pretrains_on_the_text_then_on_copying_and_the_report_says_so(tmp_path):
+    import json
+
+    from vistune.demo.pipeline import DemoPaths, language_step
+    from vistune.demo.report import _copying
+    from vistune.demo.settings import DemoSettings, replace
+
+    paths = DemoPaths(tmp_path)
+    _write_data(paths)
+    train = LanguagePretrainConfig(
+        steps=3, batch_size=2, block_size=16, induction_steps=4, induction_batch_size=2
+    )
+    s = replace(DemoSettings(), language=TINY, language_train=train)
+    assert len(language_step(paths, s)) == 3  # the text's loss curve
+    copying = json.loads((paths.language_model / "induction.json").read_text())
+    assert len(copying["losses"]) == 4 and 0.0 <= copying["accuracy"] <= 1.0
+    assert _copying(paths.out, s) == (
+        f", then on in-context copying (4 steps; held-out copy accuracy {copying['accuracy']:.1%})"
+    )
+    assert _copying(paths.out, replace(s, language_train=LanguagePretrainConfig())) == ""

@@ -22,6 +22,7 @@ def test_a_step_reruns_for_its_own_settings_only():
     assert _changed(encoder_train=EncoderPretrainConfig(steps=7)) == {"encoder"}
     assert _changed(encoder=WorldEncoderOptions(global_token=False)) == {"encoder"}
     assert _changed(language_train=LanguagePretrainConfig(steps=7)) == {"lm"}
+    assert _changed(language_train=LanguagePretrainConfig(steps=60, induction_steps=7)) == {"lm"}
 
 
 def test_a_new_world_reruns_everything():

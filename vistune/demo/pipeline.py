@@ -231,11 +231,14 @@ def _every(n: int, what: str) -> Callable[[int, float], None]:
 
 
 def language_step(paths: DemoPaths, s: DemoSettings) -> list[float]:
-    """Tokenizer + tiny Llama pretrained on the world's text (captions and teacher text, no images)."""
+    """Tokenizer + tiny Llama pretrained on the world's text (captions and teacher text, no images), then on
+    in-context copying (`LanguagePretrainConfig.induction_steps`)."""
     from vistune.demo.language import (
         build_language_model,
         make_world_tokenizer,
         pack_blocks,
+        plain_token_ids,
+        pretrain_induction,
         pretrain_language_model,
     )
 
@@ -245,6 +248,12 @@ def language_step(paths: DemoPaths, s: DemoSettings) -> list[float]:
     model = build_language_model(s.language, tokenizer)
     blocks = pack_blocks(docs, tokenizer, s.language_train.block_size)
     losses = pretrain_language_model(model, blocks, s.language_train, on_step=_every(50, "language model"))
+    if s.language_train.induction_steps:  # after the text: text after the copying undid much of its gain
+        induction = pretrain_induction(
+            model, plain_token_ids(tokenizer), s.language_train, on_step=_every(200, "in-context copying")
+        )
+        print(f"    in-context copying, held-out next-token accuracy: {induction.accuracy:.3f}", flush=True)
+        (paths.language_model / "induction.json").write_text(json.dumps(asdict(induction)))
     model.save_pretrained(str(paths.language_model))
     tokenizer.save_pretrained(str(paths.language_model))
     (paths.language_model / "losses.json").write_text(json.dumps(losses))

@@ -22,7 +22,9 @@ def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
         "",
         f"Preset sizes: {s.train_images} train / {s.val_images} held-out images of {s.image_size} px; "
         f"{s.teacher_images} images with teacher data ({', '.join(s.flavors)}; the teacher is the rule-based "
-        "`world` teacher); vision encoder pretrained then frozen; tiny Llama pretrained on the world's text; "
+        "`world` teacher); vision encoder pretrained then frozen; tiny Llama pretrained on the world's text"
+        + _copying(out, s)
+        + "; "
         f"stage 1 {s.stage1.steps} steps x {s.stage1.batch_size}; stage 2 "
         + (
             f"phase 1 (lookup questions: {', '.join(s.lookup_types)}) {s.lookup.steps} steps x "
@@ -179,6 +181,18 @@ def time_table(result) -> list[str]:
     return rows
 
 
+def _copying(out: Path, s: DemoSettings) -> str:
+    """The LM's in-context copying phase, as the report's preset line names it ("" when there was none)."""
+    record = out / "lm" / "induction.json"
+    if not s.language_train.induction_steps or not record.is_file():
+        return ""
+    accuracy = json.loads(record.read_text())["accuracy"]
+    return (
+        f", then on in-context copying ({s.language_train.induction_steps} steps; held-out copy accuracy "
+        f"{accuracy:.1%})"
+    )
+
+
 def _cpu_count() -> int:
     import os
 
@@ -198,6 +212,9 @@ def plot_curves(out: Path, png: Path) -> Path | None:
     enc = out / "encoder" / "metrics.json"
     if enc.is_file():
         curves["vision encoder pretraining"] = json.loads(enc.read_text())["losses"]
+    copying = out / "lm" / "induction.json"
+    if copying.is_file():
+        curves["language model: in-context copying"] = json.loads(copying.read_text())["losses"]
     lm = out / "lm" / "losses.json"
     if lm.is_file():
         curves["language model pretraining"] = json.loads(lm.read_text())
