@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vistune.demo.language import (
@@ -116,6 +117,8 @@ def test_induction_batch_repeats_a_random_run_and_labels_only_the_predictable_re
         assert torch.equal(ids[:, prefix : prefix + run_len], ids[:, prefix + run_len :])
         assert torch.equal(labels[:, first:], ids[:, first:])
         assert ((ids >= 100) & (ids < 140)).all()
+    with pytest.raises(ValueError, match="induction_max_len is 4"):
+        induction_batch(vocab, 4, 4, gen)
 
 
 def test_induction_pretraining_learns_to_copy_a_repeated_run():

@@ -103,6 +103,10 @@ def induction_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random token runs, each followed by itself: [B, P + 2L] ids (a random prefix of 0-10 tokens, a run of
     5..max_len tokens from `vocab`, the run again) and labels (-100 except where the repeat is predictable)."""
+    if max_len < 5:
+        raise ValueError(
+            f"induction_max_len is {max_len}; the copied runs are 5 tokens or longer, so use >= 5"
+        )
     run_len = int(torch.randint(5, max_len + 1, (1,), generator=gen))
     prefix_len = int(torch.randint(0, 11, (1,), generator=gen))
     draw = vocab[torch.randint(len(vocab), (batch_size, prefix_len + run_len), generator=gen)]
