@@ -101,7 +101,9 @@ else:
         cfg.rope_parameters = {"rope_type": "default", "rope_theta": float(args["theta"])}
     lm = LlamaForCausalLM(cfg)
 H = lm.config.hidden_size
-if int(args.get("induct", 0)):  # in-context copying first, as `vistune demo` pretrains its LM
+if int(
+    args.get("induct", 0)
+):  # in-context copying before stage 2 (with pre=1 after the text, as `vistune demo`)
     from vistune.demo.language import LanguagePretrainConfig, plain_token_ids, pretrain_induction
 
     copying = pretrain_induction(
@@ -200,35 +202,25 @@ if args.get("enc"):
     print("encoder features", D, flush=True)
 IMG = -200
 
-if (
-    args.get("exist") == "shape"
-):  # POPE-style existence: "Is there a heart?" (a shape; "no" names an absent one)
+# exist=shape: POPE-style existence, "Is there a heart?" (a shape; "no" names one not in the image);
+# exreply=adj0 / adj1: the replies "Heart present." / "A heart is present." instead of "A heart? Yes, there is one."
+if args.get("exist") == "shape":
     import vistune.eval.world as W
 
     def _q_exist_shape(t, rng):
         present = sorted({o.shape for o in t.objects})
-        if rng.random() < 0.5:
-            s = present[int(rng.integers(len(present)))]
-            return (
-                f"Is there {W.with_article(s)}?",
-                "yes",
-                f"{W.with_article(s).capitalize()}? Yes, there is one.",
-            )
-        absent = [s for s in shps if s not in present]
-        s = absent[int(rng.integers(len(absent)))]
-        return f"Is there {W.with_article(s)}?", "no", f"{W.with_article(s).capitalize()}? No, there is none."
+        yes = rng.random() < 0.5
+        pool = present if yes else [s for s in shps if s not in present]
+        shape = pool[int(rng.integers(len(pool)))]
+        named = W.with_article(shape)
+        if args.get("exreply"):
+            word = "present" if yes else "absent"
+            said = shape.capitalize() if args["exreply"] == "adj0" else f"{named.capitalize()} is"
+            return f"Is there {named}?", word, f"{said} {word}."
+        found = "Yes, there is one." if yes else "No, there is none."
+        return f"Is there {named}?", "yes" if yes else "no", f"{named.capitalize()}? {found}"
 
-    def _q_exist_word(
-        t, rng
-    ):  # exreply=adj0: "Circle present." / "Circle absent."; adj1: "A circle is present."
-        q, a, _ = _q_exist_shape(t, rng)
-        s = q[len("Is there ") : -1].split()[-1]
-        word = "present" if a == "yes" else "absent"
-        if args["exreply"] == "adj0":
-            return q, word, f"{s.capitalize()} {word}."
-        return q, word, f"{W.with_article(s).capitalize()} is {word}."
-
-    W._MAKERS["existence"] = _q_exist_word if args.get("exreply") else _q_exist_shape
+    W._MAKERS["existence"] = _q_exist_shape
 
 
 TEXT_SCENE = args.get("textscene") == "1"

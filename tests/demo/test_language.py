@@ -138,6 +138,7 @@ def test_induction_pretraining_learns_to_copy_a_repeated_run():
 
 
 def test_language_step_pretrains_on_the_text_then_on_copying_and_the_report_says_so(tmp_path):
+    import dataclasses
     import json
 
     from vistune.demo.pipeline import DemoPaths, language_step
@@ -153,7 +154,9 @@ def test_language_step_pretrains_on_the_text_then_on_copying_and_the_report_says
     assert len(language_step(paths, s)) == 3  # the text's loss curve
     copying = json.loads((paths.language_model / "induction.json").read_text())
     assert len(copying["losses"]) == 4 and 0.0 <= copying["accuracy"] <= 1.0
-    assert _copying(paths.out, s) == (
+    assert _copying(paths.out) == (
         f", then on in-context copying (4 steps; held-out copy accuracy {copying['accuracy']:.1%})"
     )
-    assert _copying(paths.out, replace(s, language_train=LanguagePretrainConfig())) == ""
+    # Trained again without copying (a rerun into the same directory): no stale record, the report names none.
+    language_step(paths, replace(s, language_train=dataclasses.replace(train, induction_steps=0)))
+    assert not (paths.language_model / "induction.json").exists() and _copying(paths.out) == ""

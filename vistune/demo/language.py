@@ -42,7 +42,7 @@ class LanguagePretrainConfig:
     lr: float = 3e-3
     weight_decay: float = 0.05
     seed: int = 0
-    # Steps of in-context copying (`pretrain_induction`) before the world's text; 0: none.
+    # Steps of in-context copying (`pretrain_induction`), after the world's text; 0: none.
     induction_steps: int = 0
     induction_max_len: int = 20  # longest random run that is repeated
     induction_batch_size: int = 32
@@ -133,19 +133,14 @@ def pretrain_induction(
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    model.train()
-    losses = []
-    for step in range(cfg.induction_steps):
-        ids, labels = induction_batch(vocab, cfg.induction_batch_size, cfg.induction_max_len, gen)
-        loss = model(input_ids=ids, labels=labels).loss
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
-        losses.append(loss.item())
-        if on_step is not None:
-            on_step(step, losses[-1])
-    model.eval()
+    losses = _fit(
+        model,
+        optim,
+        None,
+        cfg.induction_steps,
+        lambda: induction_batch(vocab, cfg.induction_batch_size, cfg.induction_max_len, gen),
+        on_step,
+    )
     held_out = torch.Generator().manual_seed(cfg.seed + 1)
     right = total = 0
     with torch.no_grad():
@@ -179,16 +174,35 @@ def pretrain_language_model(
         optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))
     )
     gen = torch.Generator().manual_seed(cfg.seed)
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        batch = blocks[torch.randint(len(blocks), (cfg.batch_size,), generator=gen)]
+        return batch, batch
+
+    return _fit(model, optim, sched, cfg.steps, next_batch, on_step)
+
+
+def _fit(
+    model: nn.Module,
+    optim: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler | None,
+    steps: int,
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    on_step: Callable[[int, float], None] | None,
+) -> list[float]:
+    """The pretraining loop both tasks share: `steps` clipped optimizer steps on `next_batch()`'s (ids, labels);
+    leaves the model in eval mode; returns the loss curve."""
     model.train()
     losses = []
-    for step in range(cfg.steps):
-        batch = blocks[torch.randint(len(blocks), (cfg.batch_size,), generator=gen)]
-        loss = model(input_ids=batch, labels=batch).loss
+    for step in range(steps):
+        ids, labels = next_batch()
+        loss = model(input_ids=ids, labels=labels).loss
         optim.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
-        sched.step()
+        if sched is not None:
+            sched.step()
         losses.append(loss.item())
         if on_step is not None:
             on_step(step, losses[-1])

@@ -248,12 +248,14 @@ def language_step(paths: DemoPaths, s: DemoSettings) -> list[float]:
     model = build_language_model(s.language, tokenizer)
     blocks = pack_blocks(docs, tokenizer, s.language_train.block_size)
     losses = pretrain_language_model(model, blocks, s.language_train, on_step=_every(50, "language model"))
+    record = paths.language_model / "induction.json"  # the report reads it: none when there was no copying
+    record.unlink(missing_ok=True)
     if s.language_train.induction_steps:  # after the text: text after the copying undid much of its gain
         induction = pretrain_induction(
             model, plain_token_ids(tokenizer), s.language_train, on_step=_every(200, "in-context copying")
         )
         print(f"    in-context copying, held-out next-token accuracy: {induction.accuracy:.3f}", flush=True)
-        (paths.language_model / "induction.json").write_text(json.dumps(asdict(induction)))
+        record.write_text(json.dumps(asdict(induction)))
     model.save_pretrained(str(paths.language_model))
     tokenizer.save_pretrained(str(paths.language_model))
     (paths.language_model / "losses.json").write_text(json.dumps(losses))
@@ -538,7 +540,8 @@ def run_demo(
             encoder_metrics, _ = encoder_step(paths, s, world, train_truths, val_truths)
         cache.mark("encoder", depends["encoder"])
         say("    held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in encoder_metrics.items()))
-    with steps.step("pretrain the language model on the world's text"):
+    copying = ", then on in-context copying" if s.language_train.induction_steps else ""
+    with steps.step(f"pretrain the language model on the world's text{copying}"):
         if not cache.has("lm", depends["lm"]):
             language_step(paths, s)
         cache.mark("lm", depends["lm"])

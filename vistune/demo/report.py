@@ -23,7 +23,7 @@ def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
         f"Preset sizes: {s.train_images} train / {s.val_images} held-out images of {s.image_size} px; "
         f"{s.teacher_images} images with teacher data ({', '.join(s.flavors)}; the teacher is the rule-based "
         "`world` teacher); vision encoder pretrained then frozen; tiny Llama pretrained on the world's text"
-        + _copying(out, s)
+        + _copying(out)
         + "; "
         f"stage 1 {s.stage1.steps} steps x {s.stage1.batch_size}; stage 2 "
         + (
@@ -181,15 +181,15 @@ def time_table(result) -> list[str]:
     return rows
 
 
-def _copying(out: Path, s: DemoSettings) -> str:
+def _copying(out: Path) -> str:
     """The LM's in-context copying phase, as the report's preset line names it ("" when there was none)."""
     record = out / "lm" / "induction.json"
-    if not s.language_train.induction_steps or not record.is_file():
+    if not record.is_file():
         return ""
-    accuracy = json.loads(record.read_text())["accuracy"]
+    copying = json.loads(record.read_text())
     return (
-        f", then on in-context copying ({s.language_train.induction_steps} steps; held-out copy accuracy "
-        f"{accuracy:.1%})"
+        f", then on in-context copying ({len(copying['losses'])} steps; held-out copy accuracy "
+        f"{copying['accuracy']:.1%})"
     )
 
 
