@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from vistune.demo.language import (
     LanguageModelOptions,
@@ -157,6 +158,15 @@ def test_language_step_pretrains_on_the_text_then_on_copying_and_the_report_says
     assert _copying(paths.out) == (
         f", then on in-context copying (4 steps; held-out copy accuracy {copying['accuracy']:.1%})"
     )
-    # Trained again without copying (a rerun into the same directory): no stale record, the report names none.
-    language_step(paths, replace(s, language_train=dataclasses.replace(train, induction_steps=0)))
+    # The checkpoint before the copying is kept, and stage 1 aligns the projector to it (unless told otherwise).
+    before = load_file(paths.text_language_model / "model.safetensors")
+    after = load_file(paths.language_model / "model.safetensors")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    assert paths.stage1_language_model(s) == paths.text_language_model
+    assert paths.stage1_language_model(replace(s, stage1_before_copying=False)) == paths.language_model
+    # Trained again without copying (a rerun into the same directory): no stale record, the report names none,
+    # and stage 1 aligns to the one checkpoint there is.
+    s = replace(s, language_train=dataclasses.replace(train, induction_steps=0))
+    language_step(paths, s)
     assert not (paths.language_model / "induction.json").exists() and _copying(paths.out) == ""
+    assert not paths.text_language_model.exists() and paths.stage1_language_model(s) == paths.language_model

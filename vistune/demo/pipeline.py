@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -99,6 +100,17 @@ class DemoPaths:
     @property
     def language_model(self) -> Path:
         return self.out / "lm"
+
+    @property
+    def text_language_model(self) -> Path:
+        """The LM after its text pretraining, before the in-context copying (written only when there is copying)."""
+        return self.out / "lm_text"
+
+    def stage1_language_model(self, s: DemoSettings) -> Path:
+        """The LM stage 1 aligns the projector to (`DemoSettings.stage1_before_copying`)."""
+        if s.stage1_before_copying and s.language_train.induction_steps:
+            return self.text_language_model
+        return self.language_model
 
     def stage(self, name: str) -> Path:
         return self.out / name
@@ -250,7 +262,11 @@ def language_step(paths: DemoPaths, s: DemoSettings) -> list[float]:
     losses = pretrain_language_model(model, blocks, s.language_train, on_step=_every(50, "language model"))
     record = paths.language_model / "induction.json"  # the report reads it: none when there was no copying
     record.unlink(missing_ok=True)
+    shutil.rmtree(paths.text_language_model, ignore_errors=True)
     if s.language_train.induction_steps:  # after the text: text after the copying undid much of its gain
+        # The checkpoint before the copying: stage 1 aligns the projector to it (`DemoSettings.stage1_before_copying`).
+        model.save_pretrained(str(paths.text_language_model))
+        tokenizer.save_pretrained(str(paths.text_language_model))
         induction = pretrain_induction(
             model, plain_token_ids(tokenizer), s.language_train, on_step=_every(200, "in-context copying")
         )
@@ -309,9 +325,11 @@ def stage_config(
     model_config: dict[str, Any] | None = None,
     tokenizer: str | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    language_model: Path | None = None,
 ):
     """The `vistune.train` config of one stage: built from parts (encoder file + pretrained LM).
 
+    language_model: the world preset's LM checkpoint to build from (default: the finished one, `lm/`);
     model_config / tokenizer: other parts than the world preset's (its encoder file + tiny LM), e.g. real-small's;
     overrides: keys merged into a section of the config (e.g. {"model": {"lora": {...}}, "optim": {...}}).
     """
@@ -322,7 +340,7 @@ def stage_config(
 
         model_config = {
             "vision": asdict(vision_config(s.encoder, str(paths.encoder))),
-            "text_pretrained": str(paths.language_model),
+            "text_pretrained": str(language_model or paths.language_model),
             "projector": s.projector,
         }
     model_config = {**model_config, "template": template}
@@ -390,6 +408,7 @@ def train_stages(
                 stage=s.stage1,
                 train_lm=False,
                 init_projector=None,
+                language_model=paths.stage1_language_model(s),
             )
             train(cfg)
             init_projector = str(paths.stage(f"{prefix}stage1") / "projector.safetensors")
@@ -497,6 +516,7 @@ def step_dependencies(s: DemoSettings) -> dict[str, dict[str, Any]]:
             "lm_train": asdict(s.language_train),
             "template": s.template,
             "text": 3,  # world_text's layout (3: each image's closed questions as one conversation per style)
+            "checkpoints": 2,  # what the step saves (2: also lm_text/, the LM before its copying); bump on change
         },
     }
 
@@ -596,9 +616,9 @@ def run_ablations(paths, s, steps, world, train_truths, val_truths, say) -> dict
 def _link_shared(paths: DemoPaths, other: DemoPaths) -> None:
     """The random-encoder run reuses the world, the data and the language model (symlinks, no copies)."""
     other.out.mkdir(parents=True, exist_ok=True)
-    for name in ("world", "data", "lm"):
+    for name in ("world", "data", "lm", "lm_text"):
         link = other.out / name
-        if not link.exists():
+        if not link.exists() and (paths.out / name).exists():
             link.symlink_to((paths.out / name).resolve(), target_is_directory=True)
 
 

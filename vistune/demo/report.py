@@ -17,15 +17,19 @@ def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
     out = Path(result.out)
     curves = plot_curves(out, out / "loss_curves.png")
     examples = plot_examples(result.scores.get("examples", []), world.images("val"), out / "examples.png")
+    copying = _copying(out)
+    aligned = (
+        " (aligned to the LM as it was before the copying)" if copying and s.stage1_before_copying else ""
+    )
     lines = [
         "# vistune demo: LLaVA on the miniature world",
         "",
         f"Preset sizes: {s.train_images} train / {s.val_images} held-out images of {s.image_size} px; "
         f"{s.teacher_images} images with teacher data ({', '.join(s.flavors)}; the teacher is the rule-based "
         "`world` teacher); vision encoder pretrained then frozen; tiny Llama pretrained on the world's text"
-        + _copying(out)
+        + copying
         + "; "
-        f"stage 1 {s.stage1.steps} steps x {s.stage1.batch_size}; stage 2 "
+        f"stage 1 {s.stage1.steps} steps x {s.stage1.batch_size}{aligned}; stage 2 "
         + (
             f"phase 1 (lookup questions: {', '.join(s.lookup_types)}) {s.lookup.steps} steps x "
             f"{s.lookup.batch_size}, phase 2 (all instruction data) "
