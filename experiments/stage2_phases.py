@@ -1,0 +1,179 @@
+"""Rerun stage 2 of a finished `vistune demo` run with one change, then score it on held-out images.
+
+Throwaway research script, kept so the figures of docs/demo.md's tenth round can be re-measured. It calls the
+demo's own pieces (`stage_config`, `vistune.train`, `evaluate_model`), reads the demo directory's world, data,
+encoder, feature cache, LM and stage-1 projector, and writes only under OUT (default /tmp/stage2_phases). The
+trainer is deterministic: the defaults reproduce the demo's lookup phase exactly (checked: the same scores).
+
+    vistune demo --out runs/demo
+    python experiments/stage2_phases.py runs/demo NAME [key=value ...]
+
+keys:
+  steps=N bs=N lr=X seed=N     the lookup phase (default: DemoSettings().lookup, seed 0)
+  rounds=N types=a,b           lookup data made anew: N question rounds per train image of these types
+                               (default: the demo's data/lookup.json)
+  init=stage1|none|PATH        the projector stage 2 starts from: the run's stage 1, a fresh one, or a file
+  s1lr=X s1steps=N s1data=F s1lm=DIR
+                               run stage 1 anew (lr X, N steps, caption file F, aligned to the LM in DIR) and
+                               start from its projector
+  first=a,b:N                  curriculum: the first N lookup steps on these types only
+  posform=bare                 the lookup data's position replies as "The star is top left." (the region right
+                               after "is", where color's answer is)
+  mixed=1                      then phase 2 (all instruction data, DemoSettings().stage2) from the lookup model
+  descriptions=N               held-out images described (default 0)
+  out=DIR
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from vistune.demo.pipeline import DemoPaths, load_truths, stage_config
+from vistune.demo.settings import DemoSettings, StageSettings
+from vistune.eval.world import (
+    QUESTION_TYPES,
+    SCORE_KEYS,
+    evaluate_model,
+    make_closed_questions,
+    question_records,
+)
+from vistune.train.trainer import train
+from vistune.world.build import WorldPaths
+
+demo, name = Path(sys.argv[1]), sys.argv[2]
+args = dict(a.split("=", 1) for a in sys.argv[3:])
+out = Path(args.get("out", "/tmp/stage2_phases"))
+out.mkdir(parents=True, exist_ok=True)
+s = DemoSettings()
+s.seed = int(args.get("seed", 0))
+s.lookup = StageSettings(
+    steps=int(args.get("steps", s.lookup.steps)),
+    batch_size=int(args.get("bs", s.lookup.batch_size)),
+    lr=float(args.get("lr", s.lookup.lr)),
+)
+paths = DemoPaths(demo)
+world = WorldPaths(paths.world)
+QUESTION_START = {"color": "What color", "shape": "What shape", "position": "Where", "existence": "Is there"}
+
+
+def run(cfg, subdir: str) -> Path:
+    cfg.train.output_dir = str(out / subdir)
+    start = time.time()
+    train(cfg)
+    print(f"{subdir}: trained in {time.time() - start:.0f} s", flush=True)
+    return out / subdir
+
+
+data = "lookup.json"
+if "rounds" in args:
+    types = args.get("types", ",".join(s.lookup_types)).split(",")
+    assert set(types) <= set(QUESTION_TYPES), types
+    questions = make_closed_questions(
+        load_truths(world, "train"), seed=0, per_type=int(args["rounds"]), types=types
+    )
+    data = str(out / f"{name}_data.json")
+    Path(data).write_text(json.dumps(question_records(questions, id_prefix="lookup", style="sentence")))
+    print(f"lookup data: {len(questions)} questions", flush=True)
+
+
+def bare_positions(source: str, target: str) -> str:
+    """posform=bare: every sentence position reply as "The star is top left." (short answers are left as they are)."""
+    from vistune.world.vocab import REGION_PHRASES
+
+    region_of = {phrase: region for region, phrase in REGION_PHRASES.items()}
+    records = json.loads((paths.data / source).read_text())
+    for r in records:
+        for turn in r["conversations"][1::2]:
+            named, _, phrase = turn["value"].rstrip(".").partition(" is ")
+            if phrase in region_of:
+                turn["value"] = f"{named} is {region_of[phrase]}."
+    Path(target).write_text(json.dumps(records))
+    return target
+
+
+if args.get("posform") == "bare":
+    data = bare_positions(data, str(out / f"{name}_lookup_bare.json"))
+
+init = args.get("init", "stage1")
+projector = {"stage1": str(paths.stage("stage1") / "projector.safetensors"), "none": None}.get(init, init)
+if "s1lr" in args:
+    stage1 = StageSettings(
+        steps=int(args.get("s1steps", s.stage1.steps)), batch_size=64, lr=float(args["s1lr"])
+    )
+    cfg = stage_config(
+        paths,
+        s,
+        name=f"{name}_stage1",
+        data=args.get("s1data", "stage1.json"),
+        template="plain",
+        stage=stage1,
+        train_lm=False,
+        init_projector=None,
+        language_model=Path(args["s1lm"]) if "s1lm" in args else None,
+    )
+    projector = str(run(cfg, f"{name}_stage1") / "projector.safetensors")
+
+init_model = None
+if "first" in args:
+    first_types, first_steps = args["first"].split(":")
+    records = [
+        r
+        for r in json.loads((paths.data / data).read_text())
+        if any(
+            r["conversations"][0]["value"].split("\n", 1)[1].startswith(QUESTION_START[t])
+            for t in first_types.split(",")
+        )
+    ]
+    first_data = out / f"{name}_first.json"
+    first_data.write_text(json.dumps(records))
+    stage = StageSettings(steps=int(first_steps), batch_size=s.lookup.batch_size, lr=s.lookup.lr)
+    cfg = stage_config(
+        paths,
+        s,
+        name=f"{name}_first",
+        data=str(first_data),
+        template=s.template,
+        stage=stage,
+        train_lm=True,
+        init_projector=projector,
+    )
+    init_model = str(run(cfg, f"{name}_first") / "model")
+    s.lookup.steps -= int(first_steps)
+
+
+def phase(data: str, stage: StageSettings, subdir: str, init_model: str | None) -> Path:
+    cfg = stage_config(
+        paths,
+        s,
+        name=subdir,
+        data=data,
+        template=s.template,
+        stage=stage,
+        train_lm=True,
+        init_projector=None if init_model else projector,
+        overrides={"model": {"init": init_model, "config": None}} if init_model else None,
+    )
+    return run(cfg, subdir) / "model"
+
+
+model = phase(data, s.lookup, name, init_model)
+if args.get("mixed") == "1":
+    mixed = "stage2.json"
+    if args.get("posform") == "bare":
+        mixed = bare_positions(mixed, str(out / f"{name}_stage2_bare.json"))
+    model = phase(mixed, s.stage2, f"{name}_mixed", str(model))
+scores = evaluate_model(
+    model,
+    load_truths(world, "val"),
+    world.images("val"),
+    seed=1,  # the held-out questions `vistune demo` asks (its seed 0 + 1), whatever the training seed
+    max_images=s.eval_images,
+    max_descriptions=int(args.get("descriptions", 0)),
+)
+for style, key in SCORE_KEYS.items():
+    result = scores[key]
+    per_type = ", ".join(f"{t} {v:.1%}" for t, v in result["accuracy"].items())
+    print(f"{name} {style}: {result['overall']:.1%} ({per_type})", flush=True)
+if int(args.get("descriptions", 0)):
+    print(f"{name} descriptions: {scores['descriptions']}", flush=True)
