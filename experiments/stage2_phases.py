@@ -19,6 +19,9 @@ keys:
   first=a,b:N                  curriculum: the first N lookup steps on these types only
   posform=bare                 the lookup data's position replies as "The star is top left." (the region right
                                after "is", where color's answer is)
+  from_lookup=DIR              skip the lookup phase: phase 2 (mixed=1) starts from this lookup-phase model
+  countform=echo               phase 2's sentence count replies as "Stars? There are two." (the counted noun
+                               first, as existence's "A brown heart? No, there is none.")
   mixed=1                      then phase 2 (all instruction data, DemoSettings().stage2) from the lookup model
   descriptions=N               held-out images described (default 0)
   out=DIR
@@ -95,6 +98,26 @@ def bare_positions(source: str, target: str) -> str:
 if args.get("posform") == "bare":
     data = bare_positions(data, str(out / f"{name}_lookup_bare.json"))
 
+
+def echo_counts(source: str, target: str) -> str:
+    """countform=echo: sentence count replies name what is counted first, as existence's do ("Stars? There are two.")."""
+    records = json.loads((paths.data / source).read_text())
+    for r in records:
+        turns = r["conversations"]
+        for question, reply in zip(turns[0::2], turns[1::2], strict=False):
+            asked = question["value"].replace("<image>\n", "")
+            if (
+                asked.startswith("How many ")
+                and asked.endswith(" are there?")
+                and reply["value"].startswith("There ")
+            ):
+                noun = asked[len("How many ") : -len(" are there?")]
+                verb_number = " ".join(reply["value"].split()[1:3])  # "are two" / "is one"
+                reply["value"] = f"{noun.capitalize()}? There {verb_number}."
+    Path(target).write_text(json.dumps(records))
+    return target
+
+
 init = args.get("init", "stage1")
 projector = {"stage1": str(paths.stage("stage1") / "projector.safetensors"), "none": None}.get(init, init)
 if "s1lr" in args:
@@ -157,11 +180,13 @@ def phase(data: str, stage: StageSettings, subdir: str, init_model: str | None) 
     return run(cfg, subdir) / "model"
 
 
-model = phase(data, s.lookup, name, init_model)
+model = Path(args["from_lookup"]) if "from_lookup" in args else phase(data, s.lookup, name, init_model)
 if args.get("mixed") == "1":
     mixed = "stage2.json"
     if args.get("posform") == "bare":
         mixed = bare_positions(mixed, str(out / f"{name}_stage2_bare.json"))
+    if args.get("countform") == "echo":
+        mixed = echo_counts(mixed, str(out / f"{name}_stage2_counts.json"))
     model = phase(mixed, s.stage2, f"{name}_mixed", str(model))
 scores = evaluate_model(
     model,
