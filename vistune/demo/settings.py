@@ -62,7 +62,7 @@ class DemoSettings:
     )
     # Stage 1 aligns the projector to the LM as pretrained on text, before its in-context copying (the copying LM is
     # the one stage 2 trains). Aligned to the copying LM, the projector made every image token resemble the
-    # color and shape words in general (cosine 0.18-0.20 to them, against 0.01 when aligned before the copying),
+    # color and shape words in general (mean cosine 0.18-0.20 to them, against 0.01-0.04 when aligned before it),
     # and stage 2 never left answering a color that is somewhere in the image: 48-56% in 3 seeds x 500
     # color-only steps and 50% in 2 seeds x 1,200, against 99-100% from a projector aligned before the copying
     # (docs/demo.md, tenth round). False aligns to the finished LM, as LLaVA does with its one LLM.
