@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from vistune.demo.pipeline import DemoPaths
 from vistune.demo.settings import DemoSettings
 from vistune.eval.world import SCORE_KEYS
 
@@ -18,9 +19,9 @@ def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
     curves = plot_curves(out, out / "loss_curves.png")
     examples = plot_examples(result.scores.get("examples", []), world.images("val"), out / "examples.png")
     copying = _copying(out)
-    aligned = (
-        " (aligned to the LM as it was before the copying)" if copying and s.stage1_before_copying else ""
-    )
+    paths = DemoPaths(out)  # the pipeline's own choice of the LM stage 1 aligned to
+    before = paths.stage1_language_model(s) == paths.text_language_model
+    aligned = " (aligned to the LM as it was before the copying)" if before else ""
     lines = [
         "# vistune demo: LLaVA on the miniature world",
         "",
