@@ -89,3 +89,12 @@ def test_fingerprint_covers_zero_dim_buffers():
     before, _ = F.tower_fingerprint(tower, _processor, "float32")
     tower.vision[1].num_batches_tracked += 1
     assert F.tower_fingerprint(tower, _processor, "float32")[0] != before
+
+
+def test_fingerprint_covers_non_persistent_buffers():
+    """A buffer registered with persistent=False is not in state_dict() but changes the features: it is hashed."""
+    tower = CountingTower()
+    tower.vision.register_buffer("codes", torch.ones(3), persistent=False)
+    before, _ = F.tower_fingerprint(tower, _processor, "float32")
+    tower.vision.codes *= 3
+    assert F.tower_fingerprint(tower, _processor, "float32")[0] != before

@@ -63,7 +63,10 @@ def tower_fingerprint(model: Any, image_processor: Any, dtype: str) -> tuple[str
         "format": 1,
     }
     h = hashlib.sha256(json.dumps(meta, sort_keys=True, default=repr).encode())
-    for name, tensor in sorted(model.vision.state_dict().items()):
+    # state_dict() leaves out non-persistent buffers, which shape the features all the same (the world encoder's
+    # position codes are one): hash every parameter and buffer by name.
+    tensors = dict(model.vision.named_parameters()) | dict(model.vision.named_buffers())
+    for name, tensor in sorted(tensors.items()):
         h.update(name.encode())
         t = tensor.detach().to("cpu").contiguous()
         h.update(str((t.dtype, tuple(t.shape))).encode())
