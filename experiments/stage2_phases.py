@@ -16,6 +16,8 @@ keys:
   s1lr=X s1steps=N s1data=F s1lm=DIR
                                run stage 1 anew (lr X, N steps, caption file F, aligned to the LM in DIR) and
                                start from its projector
+  pscale=X                     the encoder's position code magnitude (WorldEncoderOptions.position_scale);
+                               use with s1lr= (the run's stage-1 projector was aligned to the old scale)
   first=a,b:N                  curriculum: the first N lookup steps on these types only
   posform=bare                 the lookup data's position replies as "The star is top left." (the region right
                                after "is", where color's answer is)
@@ -55,6 +57,8 @@ s.lookup = StageSettings(
     batch_size=int(args.get("bs", s.lookup.batch_size)),
     lr=float(args.get("lr", s.lookup.lr)),
 )
+if "pscale" in args:
+    s.encoder.position_scale = float(args["pscale"])
 paths = DemoPaths(demo)
 world = WorldPaths(paths.world)
 QUESTION_START = {"color": "What color", "shape": "What shape", "position": "Where", "existence": "Is there"}
