@@ -1,8 +1,10 @@
-"""The ablation verdicts in report.md: a part "matters" only beyond the noise of the question sample."""
+"""report.md: the ablation verdicts (a part "matters" only beyond the noise of the question sample); the preset line."""
 
 from __future__ import annotations
 
-from vistune.demo.report import ablation_verdicts
+from vistune.demo.encoder import WorldEncoderOptions
+from vistune.demo.report import _tokens, ablation_verdicts
+from vistune.demo.settings import DemoSettings, replace
 
 
 def _scores(overall: float, n: int = 500) -> dict:
@@ -39,3 +41,9 @@ def test_verdicts_compare_the_answer_style_asked_for():
     sentence = ablation_verdicts(full, {"without stage 1": ablated}, style="sentence")
     assert "(short answers)" in short[0] and "**not measurably**" in short[-1]
     assert "(sentence answers)" in sentence[0] and "**yes**" in sentence[-1]
+
+
+def test_the_preset_line_names_the_image_tokens_and_the_position_code_magnitude():
+    assert _tokens(DemoSettings()) == "9 cell tokens with a 2-D position code x 8, 1 global token"
+    plain = replace(DemoSettings(), encoder=WorldEncoderOptions(position_code=False, pool_grid=3))
+    assert _tokens(plain) == "9 cell tokens"

@@ -27,9 +27,8 @@ def write_report(result, s: DemoSettings, world, val_truths: list) -> Path:
         "",
         f"Preset sizes: {s.train_images} train / {s.val_images} held-out images of {s.image_size} px; "
         f"{s.teacher_images} images with teacher data ({', '.join(s.flavors)}; the teacher is the rule-based "
-        "`world` teacher); vision encoder pretrained then frozen; tiny Llama pretrained on the world's text"
-        + copying
-        + "; "
+        f"`world` teacher); vision encoder pretrained then frozen ({_tokens(s)}); tiny Llama pretrained on the "
+        "world's text" + copying + "; "
         f"stage 1 {s.stage1.steps} steps x {s.stage1.batch_size}{aligned}; stage 2 "
         + (
             f"phase 1 (lookup questions: {', '.join(s.lookup_types)}) {s.lookup.steps} steps x "
@@ -297,3 +296,10 @@ def example_text(result) -> list[str]:
         lines.append(f"- Describe the image in detail. → *{ex['description']}*")
         lines.append("")
     return lines
+
+
+def _tokens(s: DemoSettings) -> str:
+    """The encoder's image tokens in words, e.g. "9 cell tokens with a 2-D position code x 8, 1 global token"."""
+    e = s.encoder
+    code = f" with a 2-D position code x {e.position_scale:g}" if e.position_code else ""
+    return f"{e.pool_grid**2} cell tokens{code}" + (", 1 global token" if e.global_token else "")
