@@ -16,8 +16,11 @@ keys:
   s1lr=X s1steps=N s1data=F s1lm=DIR
                                run stage 1 anew (lr X, N steps, caption file F, aligned to the LM in DIR) and
                                start from its projector
-  pscale=X                     the encoder's position code magnitude (WorldEncoderOptions.position_scale);
-                               use with s1lr= (the run's stage-1 projector was aligned to the old scale)
+  pscale=X                     the encoder's position code magnitude (default: DemoSettings's, 8 since the
+                               eleventh round; pass pscale=4 for a run directory made before it); a new value
+                               with s1lr= (the run's stage-1 projector was aligned to its own)
+  lstyle=both                  the lookup phase also on the short-answer form of its questions (data/closed.json's
+                               records of the lookup types, shuffled in with the sentence ones; the same steps)
   first=a,b:N                  curriculum: the first N lookup steps on these types only
   posform=bare                 the lookup data's position replies as "The star is top left." (the region right
                                after "is", where color's answer is)
@@ -98,6 +101,22 @@ def bare_positions(source: str, target: str) -> str:
     Path(target).write_text(json.dumps(records))
     return target
 
+
+if args.get("lstyle") == "both":
+    import random
+
+    both = json.loads((paths.data / data).read_text()) + [
+        r
+        for r in json.loads((paths.data / "closed.json").read_text())
+        if any(
+            r["conversations"][0]["value"].split("\n", 1)[1].startswith(QUESTION_START[t])
+            for t in s.lookup_types
+        )
+    ]
+    random.Random(s.seed).shuffle(both)
+    data = str(out / f"{name}_lookup_both.json")
+    Path(data).write_text(json.dumps(both))
+    print(f"lookup data, both answer styles: {len(both)} records", flush=True)
 
 if args.get("posform") == "bare":
     data = bare_positions(data, str(out / f"{name}_lookup_bare.json"))
