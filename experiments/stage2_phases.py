@@ -67,6 +67,15 @@ world = WorldPaths(paths.world)
 QUESTION_START = {"color": "What color", "shape": "What shape", "position": "Where", "existence": "Is there"}
 
 
+def of_types(records: list[dict], types) -> list[dict]:
+    """The single-turn question records whose question is of these types (records carry no type: by its start)."""
+    return [
+        r
+        for r in records
+        if any(r["conversations"][0]["value"].split("\n", 1)[1].startswith(QUESTION_START[t]) for t in types)
+    ]
+
+
 def run(cfg, subdir: str) -> Path:
     cfg.train.output_dir = str(out / subdir)
     start = time.time()
@@ -105,14 +114,9 @@ def bare_positions(source: str, target: str) -> str:
 if args.get("lstyle") == "both":
     import random
 
-    both = json.loads((paths.data / data).read_text()) + [
-        r
-        for r in json.loads((paths.data / "closed.json").read_text())
-        if any(
-            r["conversations"][0]["value"].split("\n", 1)[1].startswith(QUESTION_START[t])
-            for t in s.lookup_types
-        )
-    ]
+    both = json.loads((paths.data / data).read_text()) + of_types(
+        json.loads((paths.data / "closed.json").read_text()), s.lookup_types
+    )
     random.Random(s.seed).shuffle(both)
     data = str(out / f"{name}_lookup_both.json")
     Path(data).write_text(json.dumps(both))
@@ -163,14 +167,7 @@ if "s1lr" in args:
 init_model = None
 if "first" in args:
     first_types, first_steps = args["first"].split(":")
-    records = [
-        r
-        for r in json.loads((paths.data / data).read_text())
-        if any(
-            r["conversations"][0]["value"].split("\n", 1)[1].startswith(QUESTION_START[t])
-            for t in first_types.split(",")
-        )
-    ]
+    records = of_types(json.loads((paths.data / data).read_text()), first_types.split(","))
     first_data = out / f"{name}_first.json"
     first_data.write_text(json.dumps(records))
     stage = StageSettings(steps=int(first_steps), batch_size=s.lookup.batch_size, lr=s.lookup.lr)

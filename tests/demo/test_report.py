@@ -45,5 +45,5 @@ def test_verdicts_compare_the_answer_style_asked_for():
 
 def test_the_preset_line_names_the_image_tokens_and_the_position_code_magnitude():
     assert _tokens(DemoSettings()) == "9 cell tokens with a 2-D position code x 8, 1 global token"
-    plain = replace(DemoSettings(), encoder=WorldEncoderOptions(position_code=False, pool_grid=3))
+    plain = replace(DemoSettings(), encoder=WorldEncoderOptions(position_code=False))
     assert _tokens(plain) == "9 cell tokens"

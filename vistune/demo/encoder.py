@@ -47,7 +47,8 @@ class WorldEncoderOptions:
     stem_channels: list[int] = field(default_factory=lambda: [32, 64])  # then `width`; total stride 2^(len+1)
     pool_grid: int = 3  # output tokens: pool_grid x pool_grid (the world's 3x3 layout grid)
     position_code: bool = True  # append one-hot (row, col) of each output token
-    # The code's magnitude against a LayerNorm-ed feature's unit entries; the demo uses 8 (`DemoSettings.encoder`).
+    # The code's magnitude: its norm is 1.41 x this, against ~13.9 for the demo encoder's LayerNorm-ed cell features
+    # (docs/demo.md, eleventh round); the demo uses 8 (`DemoSettings.encoder`).
     position_scale: float = 4.0
     merge: str = "concat"  # patches -> cell token: "concat" (linear over the cell's patches) or "mean"
     # One more token for the image-wide targets (counts), after the cell tokens, so those stay local. The demo turns
