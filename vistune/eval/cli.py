@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from vistune.infer.cli import DEVICE_HELP, DTYPE_HELP
+
 eval_app = typer.Typer(help="Evaluate a trained model.", no_args_is_help=True)
 
 
@@ -20,6 +22,8 @@ def world(
     seed: int = typer.Option(1, "--seed", help="Seed of the question sampler (the same seed asks the same)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Questions answered per generate call."),
     out: Path | None = typer.Option(None, "--out", help="Write the scores (JSON) here."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
 ) -> None:
     """Exact-match accuracy per question type on a world split, and description precision / recall.
 
@@ -46,6 +50,8 @@ def world(
             max_images=max_images,
             max_descriptions=descriptions,
             batch_size=batch_size,
+            device=device,
+            dtype=dtype,
             on_progress=lambda msg: typer.echo(f"  {msg}", err=True),
         )
     except VistuneError as err:

@@ -347,18 +347,21 @@ def evaluate_model(
     max_descriptions: int = 20,
     examples: int = 0,
     batch_size: int = 64,
+    device: str = "auto",
+    dtype: str = "auto",
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Greedy answers of the saved model on held-out images -> scores (and a few examples for the report).
 
     Each image is asked one question of every type in both answer styles (single-turn, as posed in training),
-    and the first `max_descriptions` images are described in detail.
+    and the first `max_descriptions` images are described in detail. device / dtype: as `load_pretrained`'s
+    ("auto": a GPU in bfloat16 when there is one, else the CPU in float32).
     """
     from vistune.infer.generate import GenerationConfig, generate_batch
     from vistune.model.io import load_pretrained
     from vistune.text.templates import get_template
 
-    loaded = load_pretrained(model_dir)
+    loaded = load_pretrained(model_dir, device=device, dtype=dtype)
     template = get_template(loaded.template)
     truths = list(truths)[:max_images]
     questions = make_closed_questions(truths, seed=seed)

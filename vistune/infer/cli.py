@@ -10,6 +10,9 @@ import typer
 
 from vistune.errors import VistuneError
 
+DEVICE_HELP = "auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N."
+DTYPE_HELP = "auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or float16."
+
 HELP = """Chat with a trained model about an image.
 
 With a QUESTION it answers once and exits (the answer alone on stdout). Without one it starts an interactive
@@ -35,6 +38,8 @@ def chat(
     top_k: Annotated[int, typer.Option("--top-k", help="0 = off.")] = 0,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 256,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling.")] = None,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
 ) -> None:
     from vistune.infer.chat import ChatSession
     from vistune.infer.generate import GenerationConfig
@@ -44,7 +49,9 @@ def chat(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed
     )
     typer.echo(f"loading {model} ...", err=True)
-    session = ChatSession(load_pretrained(model), template=template, config=config)
+    session = ChatSession(
+        load_pretrained(model, device=device, dtype=dtype), template=template, config=config
+    )
     session.set_image(image)
     if question is not None:
         _stream_answer(session, question)
@@ -106,6 +113,8 @@ def serve(
         str | None, typer.Option(help="Conversation template (default: the model's).")
     ] = None,
     name: Annotated[str, typer.Option(help="Model name reported by /v1/models.")] = "vistune",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
 ) -> None:
     import uvicorn
 
@@ -113,7 +122,9 @@ def serve(
     from vistune.model.io import load_pretrained
 
     typer.echo(f"loading {model} ...", err=True)
-    app = create_app(load_pretrained(model), model_name=name, template=template)
+    loaded = load_pretrained(model, device=device, dtype=dtype)
+    typer.echo(f"serving on {loaded.model.device} in {next(loaded.model.parameters()).dtype}", err=True)
+    app = create_app(loaded, model_name=name, template=template)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

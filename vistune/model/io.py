@@ -121,14 +121,71 @@ def detect_format(directory: str | Path) -> Literal["vistune", "llava-hf"]:
     )
 
 
+# ------------------------------------------------------------------------------------------- device and dtype
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """`auto` -> the first CUDA device if there is one, else the CPU; `cpu`, `cuda`, `cuda:1` as given (checked)."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise VistuneError(f"device {name!r} is not a device name: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VistuneError(f"device {name!r}: this torch sees no CUDA device; use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise VistuneError(
+                f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+    return device
+
+
+def resolve_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """`auto` -> bfloat16 on a CUDA device that supports it (else float16), float32 on the CPU (bf16 matmuls are
+    far slower than fp32 on most CPUs); or one of DTYPES' names."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if name not in DTYPES:
+        raise VistuneError(f"dtype {name!r}: use auto or one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
 def load_pretrained(
     directory: str | Path,
     *,
     template: str | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
 ) -> Loaded:
-    """Load a vistune or llava-hf model directory. `template` overrides the saved template name."""
+    """Load a vistune or llava-hf model directory. `template` overrides the saved template name.
+
+    device / dtype: None leaves the weights where loading put them (CPU, as saved); a string goes through
+    `resolve_device` / `resolve_dtype` (e.g. "auto": CUDA in bfloat16 when there is a GPU, else CPU in float32).
+    """
+    if device is not None:
+        device = resolve_device(device)
+    if dtype is not None:
+        dtype = resolve_dtype(dtype, device if device is not None else torch.device("cpu"))
     directory = Path(directory)
     if detect_format(directory) == "llava-hf":
         from vistune.model.convert import load_llava_hf

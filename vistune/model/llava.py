@@ -111,7 +111,14 @@ class VistuneModel(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- images
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[N, 3, H, W] -> [N, T, Dv]: the frozen part (what a feature cache stores)."""
+        """[N, 3, H, W] -> [N, T, Dv]: the frozen part (what a feature cache stores).
+
+        Pixels come from the image processor in float32; they are cast to the tower's weight dtype here, so a
+        model loaded in bfloat16 (`load_pretrained(..., dtype=...)`) takes them whatever its tower.
+        """
+        weight = next((p for p in self.vision.parameters() if p.is_floating_point()), None)
+        if weight is not None:
+            pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable.vision):
             return self.vision(pixel_values)
 
