@@ -27,6 +27,12 @@ keys:
   from_lookup=DIR              skip the lookup phase: phase 2 (mixed=1) starts from this lookup-phase model
   countform=echo               phase 2's sentence count replies as "Stars? There are two." (the counted noun
                                first, as existence's "A brown heart? No, there is none.")
+  countboost=N                 phase 2's data gains N per-shape count questions (both answer styles) on every
+                               train image where a shape appears 2+ times, about such a shape (the evaluator's
+                               per-shape questions are mostly "one": a shape picked from the objects is rarely
+                               repeated)
+  short_after=N                after the lookup phase, N steps on the short-answer records of the lookup types
+                               (data/closed.json), before phase 2: the short path trained once the lookup formed
   mixed=1                      then phase 2 (all instruction data, DemoSettings().stage2) from the lookup model
   descriptions=N               held-out images described (default 0)
   out=DIR
@@ -145,6 +151,40 @@ def echo_counts(source: str, target: str) -> str:
     return target
 
 
+def boost_counts(source: str, target: str, rounds: int) -> str:
+    """countboost=N: per-shape count questions about repeated shapes, both answer styles, shuffled into `source`."""
+    import random
+    from collections import Counter
+
+    from vistune.eval.world import ClosedQuestion
+    from vistune.world.vocab import number_word, plural
+
+    rng = random.Random(s.seed)
+    questions = []
+    for t in load_truths(world, "train"):
+        repeated = sorted((shape, n) for shape, n in Counter(o.shape for o in t.objects).items() if n >= 2)
+        for _ in range(rounds if repeated else 0):
+            shape, n = rng.choice(repeated)
+            questions.append(
+                ClosedQuestion(
+                    t.image_id,
+                    t.file_name,
+                    "count",
+                    f"How many {plural(shape, 2)} are there?",
+                    number_word(n),
+                    f"There are {number_word(n)} {plural(shape, n)}.",
+                )
+            )
+    extra = question_records(questions, id_prefix="boost") + question_records(
+        questions, id_prefix="boost_sentence", style="sentence"
+    )
+    records = json.loads((paths.data / source).read_text()) + extra
+    random.Random(s.seed).shuffle(records)
+    Path(target).write_text(json.dumps(records))
+    print(f"count boost: {len(extra)} records ({len(questions)} questions) added to {source}", flush=True)
+    return target
+
+
 init = args.get("init", "stage1")
 projector = {"stage1": str(paths.stage("stage1") / "projector.safetensors"), "none": None}.get(init, init)
 if "s1lr" in args:
@@ -201,12 +241,23 @@ def phase(data: str, stage: StageSettings, subdir: str, init_model: str | None) 
 
 
 model = Path(args["from_lookup"]) if "from_lookup" in args else phase(data, s.lookup, name, init_model)
+if "short_after" in args:
+    import random
+
+    short = of_types(json.loads((paths.data / "closed.json").read_text()), s.lookup_types)
+    random.Random(s.seed).shuffle(short)
+    short_data = out / f"{name}_short.json"
+    short_data.write_text(json.dumps(short))
+    stage = StageSettings(steps=int(args["short_after"]), batch_size=s.lookup.batch_size, lr=s.lookup.lr)
+    model = phase(str(short_data), stage, f"{name}_short", str(model))
 if args.get("mixed") == "1":
     mixed = "stage2.json"
     if args.get("posform") == "bare":
         mixed = bare_positions(mixed, str(out / f"{name}_stage2_bare.json"))
     if args.get("countform") == "echo":
         mixed = echo_counts(mixed, str(out / f"{name}_stage2_counts.json"))
+    if "countboost" in args:
+        mixed = boost_counts(mixed, str(out / f"{name}_stage2_boost.json"), int(args["countboost"]))
     model = phase(mixed, s.stage2, f"{name}_mixed", str(model))
 scores = evaluate_model(
     model,

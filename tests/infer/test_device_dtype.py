@@ -92,3 +92,19 @@ def test_bfloat16_load_answers_close_to_float32(tiny_model_dir, image_path):
         GenerationConfig(max_new_tokens=8),
     )
     assert isinstance(reply, str) and reply
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
+def test_chat_cli_names_a_missing_gpu_in_one_line(tiny_model_dir):
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", "from vistune.cli import main; main()", "chat", "--model", str(tiny_model_dir)]
+        + ["--device", "cuda", "Hello?"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "device 'cuda': this torch sees no CUDA device; use --device cpu" in run.stderr
