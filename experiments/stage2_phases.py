@@ -34,6 +34,7 @@ keys:
   short_after=N                after the lookup phase, N steps on the short-answer records of the lookup types
                                (data/closed.json), before phase 2: the short path trained once the lookup formed
   mixed=1                      then phase 2 (all instruction data, DemoSettings().stage2) from the lookup model
+  msteps=N                     phase 2's steps (default DemoSettings().stage2.steps)
   descriptions=N               held-out images described (default 0)
   out=DIR
 """
@@ -66,6 +67,8 @@ s.lookup = StageSettings(
     batch_size=int(args.get("bs", s.lookup.batch_size)),
     lr=float(args.get("lr", s.lookup.lr)),
 )
+if "msteps" in args:
+    s.stage2 = StageSettings(steps=int(args["msteps"]), batch_size=s.stage2.batch_size, lr=s.stage2.lr)
 if "pscale" in args:
     s.encoder.position_scale = float(args["pscale"])
 paths = DemoPaths(demo)

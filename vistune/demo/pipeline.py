@@ -175,6 +175,9 @@ def datagen_step(paths: DemoPaths, s: DemoSettings, world, truths: list, say: Ca
     lookup = question_records(
         [q for q in questions if q.qtype in s.lookup_types], id_prefix="lookup", style=s.lookup_style
     )
+    # The lookup types' short-answer records, for the phase between the lookup phase and the mix.
+    lookup_short = [r for r, q in zip(closed, questions, strict=True) if q.qtype in s.lookup_types]
+    random.Random(s.seed).shuffle(lookup_short)
     mixed = instruct + closed + sentence
     random.Random(s.seed).shuffle(mixed)
     files = {
@@ -183,6 +186,7 @@ def datagen_step(paths: DemoPaths, s: DemoSettings, world, truths: list, say: Ca
         "closed": closed,
         "sentence": sentence,
         "lookup": lookup,
+        "lookup_short": lookup_short,
         "stage2": mixed,
     }
     for name, records in files.items():
@@ -427,6 +431,21 @@ def train_stages(
             )
             train(cfg)
             init_model = str(paths.stage(f"{prefix}stage2_lookup") / "model")
+        if s.short_lookup is not None:
+            with steps.step(f"{prefix}stage 2, phase 1b: the same questions with one-word answers"):
+                cfg = stage_config(
+                    paths,
+                    s,
+                    name=f"{prefix}stage2_short",
+                    data="lookup_short.json",
+                    template=s.template,
+                    stage=s.short_lookup,
+                    train_lm=True,
+                    init_projector=None,
+                    overrides={"model": {"init": init_model, "config": None}},
+                )
+                train(cfg)
+                init_model = str(paths.stage(f"{prefix}stage2_short") / "model")
     phase = ", phase 2: all instruction data" if init_model else ""
     with steps.step(f"{prefix}stage 2{phase}: instruction tuning (projector + language model)"):
         cfg = stage_config(
@@ -504,7 +523,7 @@ def step_dependencies(s: DemoSettings) -> dict[str, dict[str, Any]]:
         "flavors": s.flavors,
         "lookup_types": s.lookup_types,
         "lookup_style": s.lookup_style,
-        "records": 3,  # the closed-question records' layout (3: single-turn, both answer styles); bump on change
+        "records": 4,  # the records' layout (3: single-turn, both styles; 4: + lookup_short.json); bump on change
     }
     return {
         "world": world,
@@ -535,7 +554,8 @@ def run_demo(
 
     paths = DemoPaths(Path(out))
     paths.out.mkdir(parents=True, exist_ok=True)
-    phases = 1 if s.lookup is not None else 0  # stage 2's lookup phase: one more step per full training
+    # Stage 2's lookup phase and its one-word-answer phase: one more step each per full training.
+    phases = 0 if s.lookup is None else 1 + (s.short_lookup is not None)
     steps = Steps(8 + phases + (7 + 2 * phases if ablation else 0), say)
     cache = Reuse(paths.out, reuse)
     depends = step_dependencies(s)
