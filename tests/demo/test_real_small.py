@@ -98,7 +98,9 @@ def test_every_real_small_preset_is_consistent_and_an_unknown_one_is_named(tmp_p
 
     gpu = preset("real-small-gpu")  # each preset's own checks run in __post_init__
     assert all(preset(name) for name in PRESETS)
-    assert gpu.stage2.steps * gpu.stage2.batch_size > 10 * 60 * 8  # the GPU preset trains far more than the CPU one
+    assert (
+        gpu.stage2.steps * gpu.stage2.batch_size > 10 * 60 * 8
+    )  # the GPU preset trains far more than the CPU one
     result = CliRunner().invoke(app, ["demo", "--preset", "real-small-huge", "--out", str(tmp_path / "run")])
     assert result.exit_code != 0
     assert "valid presets are: real-small, real-small-gpu, real-small-fast" in str(result.exception)
