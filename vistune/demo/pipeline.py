@@ -416,52 +416,33 @@ def train_stages(
             )
             train(cfg)
             init_projector = str(paths.stage(f"{prefix}stage1") / "projector.safetensors")
-    init_model = None
-    if lookup and s.lookup is not None:
-        with steps.step(f"{prefix}stage 2, phase 1: lookup questions ({', '.join(s.lookup_types)})"):
-            cfg = stage_config(
-                paths,
-                s,
-                name=f"{prefix}stage2_lookup",
-                data="lookup.json",
-                template=s.template,
-                stage=s.lookup,
-                train_lm=True,
-                init_projector=init_projector,
-            )
-            train(cfg)
-            init_model = str(paths.stage(f"{prefix}stage2_lookup") / "model")
-        if s.short_lookup is not None:
-            with steps.step(f"{prefix}stage 2, phase 1b: the same questions with one-word answers"):
-                cfg = stage_config(
-                    paths,
-                    s,
-                    name=f"{prefix}stage2_short",
-                    data="lookup_short.json",
-                    template=s.template,
-                    stage=s.short_lookup,
-                    train_lm=True,
-                    init_projector=None,
-                    overrides={"model": {"init": init_model, "config": None}},
-                )
-                train(cfg)
-                init_model = str(paths.stage(f"{prefix}stage2_short") / "model")
-    phase = ", phase 2: all instruction data" if init_model else ""
-    with steps.step(f"{prefix}stage 2{phase}: instruction tuning (projector + language model)"):
+
+    def phase(name: str, data: str, stage: StageSettings, init_model: str | None) -> Path:
+        """One stage-2 phase; it continues from the previous phase's whole model (projector + LM), if any."""
         cfg = stage_config(
             paths,
             s,
-            name=f"{prefix}stage2",
-            data=stage2_data,
+            name=f"{prefix}{name}",
+            data=data,
             template=s.template,
-            stage=s.stage2,
+            stage=stage,
             train_lm=True,
             init_projector=None if init_model else init_projector,
-            # Phase 2 continues from phase 1's whole model (projector + LM), not from the parts.
             overrides={"model": {"init": init_model, "config": None}} if init_model else None,
         )
         train(cfg)
-    return paths.stage(f"{prefix}stage2") / "model"
+        return paths.stage(f"{prefix}{name}") / "model"
+
+    init_model = None
+    if lookup and s.lookup is not None:
+        with steps.step(f"{prefix}stage 2, phase 1: lookup questions ({', '.join(s.lookup_types)})"):
+            init_model = str(phase("stage2_lookup", "lookup.json", s.lookup, None))
+        if s.short_lookup is not None:
+            with steps.step(f"{prefix}stage 2, phase 1b: the same questions with one-word answers"):
+                init_model = str(phase("stage2_short", "lookup_short.json", s.short_lookup, init_model))
+    title = ", phase 2: all instruction data" if init_model else ""
+    with steps.step(f"{prefix}stage 2{title}: instruction tuning (projector + language model)"):
+        return phase("stage2", stage2_data, s.stage2, init_model)
 
 
 def evaluate_step(model_dir: Path, world, val: list, s: DemoSettings) -> dict[str, Any]:
