@@ -98,8 +98,8 @@ class DemoSettings:
     lookup_style: str = "sentence"
     # Then the same questions with one-word answers (LLaVA-1.5's "Answer with a single word or phrase."), before
     # the full mix: a one-word answer has no restated noun to key the lookup on, so the short path needs a lookup
-    # of its own, and in the mix alone it did not form (short color 49-53% in three seeds where the sentence path
-    # read 96-98%). 1,200 steps of these: short +5.5 / +9.6 / +4.7 points, sentence -0.1 / +1.8 / +0.6 (seeds 0-2;
+    # of its own, and in the mix alone it did not form (short color 49-53% in three seeds, where the sentence path
+    # read 96-98% in two). 1,200 steps of these: short +5.5 / +9.6 / +4.7 points, sentence -0.1 / +1.8 / +0.6 (seeds 0-2;
     # docs/demo.md, twelfth round); 194 s on a 2-core machine that ran the whole demo in 21 min. `None` skips it.
     short_lookup: StageSettings | None = field(
         default_factory=lambda: StageSettings(steps=1200, batch_size=32, lr=1e-3)
