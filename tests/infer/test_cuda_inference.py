@@ -45,9 +45,8 @@ def test_gpu_bfloat16_logits_are_close_to_cpu_float32(tiny_model_dir, image_path
 
 
 def test_gpu_batch_generation_matches_one_by_one(tiny_model_dir, image_path):
-    gpu = load_pretrained(
-        tiny_model_dir, device="cuda", dtype="float32"
-    )  # fp32: padding must not change argmax
+    # float32: a bf16 rounding difference between padded and unpadded rows could flip a near-tie argmax
+    gpu = load_pretrained(tiny_model_dir, device="cuda", dtype="float32")
     image = Image.open(image_path).convert("RGB")
     small = image.resize((20, 20))
     template, config = get_template(gpu.template), GenerationConfig(max_new_tokens=12)
@@ -69,22 +68,9 @@ def test_eval_world_cli_runs_on_the_gpu(tiny_model_dir, tmp_path):
     from vistune.world.build import build_world
 
     build_world(tmp_path / "world", {"val": 6}, seed=0, size=32)
-    result = CliRunner().invoke(
-        app,
-        [
-            *("eval", "world", "--model", str(tiny_model_dir), "--world", str(tmp_path / "world")),
-            *(
-                "--descriptions",
-                "2",
-                "--device",
-                "cuda",
-                "--dtype",
-                "bfloat16",
-                "--out",
-                str(tmp_path / "s.json"),
-            ),
-        ],
-    )
+    argv = ["eval", "world", "--model", str(tiny_model_dir), "--world", str(tmp_path / "world")]
+    argv += f"--descriptions 2 --device cuda --dtype bfloat16 --out {tmp_path / 's.json'}".split()
+    result = CliRunner().invoke(app, argv)
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "s.json").read_text())
     assert scores["descriptions"]["n"] == 2

@@ -1,6 +1,6 @@
 """Choosing where and in what precision a saved model runs (`--device`, `--dtype` of chat, serve and eval).
 
-These run on the CPU; tests/gpu/test_cuda_paths.py runs the same paths on a CUDA device when there is one.
+These run on the CPU; tests/infer/test_cuda_inference.py runs the same paths on a CUDA device when there is one.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from vistune.text.tokenize import encode_prompt
 
 def test_auto_is_the_cpu_in_float32_without_a_gpu():
     if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU: auto picks it (tests/gpu covers that)")
+        pytest.skip("this machine has a GPU: auto picks it (test_cuda_inference.py covers that)")
     device = resolve_device("auto")
     assert device == torch.device("cpu")
     assert resolve_dtype("auto", device) == torch.float32
@@ -46,22 +46,16 @@ class _UncastConvTower(ConvFeatureMapTower):
         return self.features(pixel_values).flatten(2).transpose(1, 2)
 
 
-def test_a_bfloat16_model_takes_float32_pixels_whatever_its_tower(loaded):
-    model = loaded.model
-    vision = model.vision
-    conv = nn.Conv2d(
-        3, vision.hidden_size, kernel_size=8, stride=8
-    )  # 32 px -> 4x4 = 16 tokens, as the tiny CLIP
+def test_a_bfloat16_model_takes_float32_pixels_whatever_its_tower(tiny_model_dir):
+    model = load_pretrained(tiny_model_dir).model  # its own copy: the tower is swapped below
+    # 32 px -> 4x4 = 16 tokens, as the tiny CLIP
+    conv = nn.Conv2d(3, model.vision.hidden_size, kernel_size=8, stride=8)
     tower = _UncastConvTower(conv, image_size=32, image_mean=(0.5,) * 3, image_std=(0.5,) * 3)
-    assert tower.num_tokens == vision.num_tokens
-    try:
-        model.vision = tower.to(torch.bfloat16)
-        model.projector.to(torch.bfloat16)
-        tokens = model.encode_images(pixel_values=torch.rand(2, 3, 32, 32))  # float32, as the processor gives
-        assert tokens.dtype == torch.bfloat16 and tokens.shape[:2] == (2, vision.num_tokens)
-    finally:
-        model.vision = vision
-        model.projector.to(torch.float32)
+    assert tower.num_tokens == model.vision.num_tokens
+    model.vision = tower
+    model.to(torch.bfloat16)
+    tokens = model.encode_images(pixel_values=torch.rand(2, 3, 32, 32))  # float32, as the processor gives
+    assert tokens.dtype == torch.bfloat16 and tokens.shape[:2] == (2, tower.num_tokens)
 
 
 def test_bfloat16_load_answers_close_to_float32(tiny_model_dir, image_path):

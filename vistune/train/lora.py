@@ -78,23 +78,17 @@ def require_bitsandbytes(bits: int) -> None:
 def quantized_device() -> torch.device:
     """Where the quantized language model is loaded: this process's CUDA device (set by torchrun) or the CPU,
     the device the trainer puts the rest of the model on (`distributed.init_distributed`)."""
-    return (
-        torch.device("cuda", torch.cuda.current_device())
-        if torch.cuda.is_available()
-        else torch.device("cpu")
-    )
+    from vistune.model.io import resolve_device
+
+    return resolve_device("auto")
 
 
 def compute_dtype(cfg: LoraConfig, device: torch.device) -> torch.dtype:
     """The 4-bit layers' matmul dtype: `model.lora.compute_dtype`, or for auto bf16/fp16 on CUDA and fp32 on CPU
-    (the trainer's `precision: auto` makes the same choice)."""
-    name = cfg.compute_dtype
-    if name == "auto":
-        if device.type == "cuda":
-            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            name = "fp32"
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    (`model.io.resolve_dtype`, which inference's `--dtype auto` uses too)."""
+    from vistune.model.io import resolve_dtype
+
+    return resolve_dtype(cfg.compute_dtype, device)
 
 
 def quantization_config(cfg: LoraConfig, device: torch.device) -> Any:
