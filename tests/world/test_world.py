@@ -47,6 +47,13 @@ def test_same_seed_same_bytes_and_other_seed_differs(tmp_path, world):
     assert _digest(other.root) != _digest(world.root)
 
 
+def test_rendering_in_several_processes_gives_the_same_bytes(tmp_path, world):
+    parallel = build_world(tmp_path / "par", {"train": 12, "val": 4}, seed=3, size=64, workers=3)
+    assert _digest(parallel.root) == _digest(world.root)
+    with pytest.raises(VistuneError, match="workers"):
+        build_world(tmp_path / "none", {"train": 1}, workers=0)
+
+
 def test_image_i_does_not_depend_on_how_many_are_built(tmp_path, world):
     small = build_world(tmp_path / "small", {"train": 3}, seed=3, size=64)
     for name in ("000000000001.png", "000000000003.png"):

@@ -130,6 +130,8 @@ def build_world_step(paths: DemoPaths, s: DemoSettings):
         seed=s.seed,
         size=s.image_size,
         config=s.world,
+        workers=torch.get_num_threads(),  # the cores the demo may use (`--threads`)
+        progress=True,
     )
 
 

@@ -71,14 +71,23 @@ def build_world(
     seed: int = 0,
     size: int = 224,
     config: WorldConfig | None = None,
+    workers: int = 1,
+    progress: bool = False,
 ) -> WorldPaths:
-    """Build the world into `out`: images, COCO captions/instances and ground truth for each split."""
+    """Build the world into `out`: images, COCO captions/instances and ground truth for each split.
+
+    `workers` > 1 renders in that many processes (images are independent; the bytes are the same for any number
+    of workers); `progress` shows a bar per split."""
     config = config or WorldConfig()
     _check_args(splits, size)
+    if workers < 1:
+        raise VistuneError(f"workers must be >= 1, got {workers}")
     paths = WorldPaths(Path(out))
     (paths.root / "annotations").mkdir(parents=True, exist_ok=True)
     for split, count in splits.items():
-        _build_split(paths, split, count, seed=seed, size=size, config=config)
+        _build_split(
+            paths, split, count, seed=seed, size=size, config=config, workers=workers, progress=progress
+        )
     manifest = {
         "world_version": GROUND_TRUTH_VERSION,
         "seed": seed,
@@ -88,6 +97,26 @@ def build_world(
     }
     _write_json(paths.root / "world.json", manifest)
     return paths
+
+
+def _render_range(
+    image_dir: Path, split: str, start: int, stop: int, seed: int, size: int, config: WorldConfig
+) -> tuple[list, list, list, list]:
+    """Render and save images [start, stop) of a split; their COCO images, captions, instances and truths."""
+    images, captions, instances, truths = [], [], [], []
+    for index in range(start, stop):
+        rng = np.random.default_rng([seed, SPLITS.index(split), index])
+        scene = sample_scene(rng, config)
+        iid = image_id(split, index)
+        file_name = f"{iid:012d}.png"
+        render_scene(scene, size).save(image_dir / file_name, optimize=False, compress_level=6)
+        texts = make_captions(scene, rng)
+        truth = _image_truth(scene, iid, file_name, size, texts)
+        images.append({"id": iid, "file_name": file_name, "width": size, "height": size})
+        captions += [{"id": iid * 10 + k, "image_id": iid, "caption": t} for k, t in enumerate(texts)]
+        instances += [_instance(iid, o) for o in truth["objects"]]
+        truths.append(truth)
+    return images, captions, instances, truths
 
 
 def _check_args(splits: dict[str, int], size: int) -> None:
@@ -101,25 +130,47 @@ def _check_args(splits: dict[str, int], size: int) -> None:
 
 
 def _build_split(
-    paths: WorldPaths, split: str, count: int, *, seed: int, size: int, config: WorldConfig
+    paths: WorldPaths,
+    split: str,
+    count: int,
+    *,
+    seed: int,
+    size: int,
+    config: WorldConfig,
+    workers: int = 1,
+    progress: bool = False,
 ) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm.auto import tqdm
+
     image_dir = paths.images(split)
     image_dir.mkdir(parents=True, exist_ok=True)
     for stale in image_dir.glob("*.png"):  # a smaller rebuild must not leave images no annotation mentions
         stale.unlink()
+    chunk = max(1, min(250, -(-count // (4 * workers))))  # a few chunks per worker, none huge
+    jobs = [
+        (image_dir, split, start, min(start + chunk, count), seed, size, config)
+        for start in range(0, count, chunk)
+    ]
+    bar = tqdm(total=count, desc=f"world {split}", unit="img", disable=not progress)
     images, captions, instances, truths = [], [], [], []
-    for index in range(count):
-        rng = np.random.default_rng([seed, SPLITS.index(split), index])
-        scene = sample_scene(rng, config)
-        iid = image_id(split, index)
-        file_name = f"{iid:012d}.png"
-        render_scene(scene, size).save(image_dir / file_name, optimize=False, compress_level=6)
-        texts = make_captions(scene, rng)
-        truth = _image_truth(scene, iid, file_name, size, texts)
-        images.append({"id": iid, "file_name": file_name, "width": size, "height": size})
-        captions += [{"id": iid * 10 + k, "image_id": iid, "caption": t} for k, t in enumerate(texts)]
-        instances += [_instance(iid, o) for o in truth["objects"]]
-        truths.append(truth)
+
+    def collect(part: tuple[list, list, list, list]) -> None:
+        for whole, piece in zip((images, captions, instances, truths), part, strict=True):
+            whole += piece
+        bar.update(len(part[0]))
+
+    if workers == 1 or len(jobs) == 1:
+        for job in jobs:
+            collect(_render_range(*job))
+    else:
+        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+            for part in pool.map(
+                _render_range, *zip(*jobs, strict=True)
+            ):  # in order: the files come out the same
+                collect(part)
+    bar.close()
     info = {"description": f"vistune miniature world, split {split}", "version": str(GROUND_TRUTH_VERSION)}
     _write_json(paths.captions(split), {"info": info, "images": images, "annotations": captions})
     categories = [{"id": k + 1, "name": s, "supercategory": "shape"} for k, s in enumerate(SHAPES)]

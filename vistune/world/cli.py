@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -31,6 +32,11 @@ def build(
     texture_prob: float = typer.Option(
         0.5, "--texture-prob", help="Fraction of images with textured backgrounds."
     ),
+    workers: int = typer.Option(
+        0,
+        "--workers",
+        help="Processes that render images (0: one per CPU core); the bytes do not depend on it.",
+    ),
 ) -> None:
     """Build PNG images, COCO captions/instances and ground truth.
 
@@ -44,7 +50,8 @@ def build(
     )
     splits = {name: n for name, n in (("train", train), ("val", val), ("test", test)) if n > 0}
     started = time.perf_counter()
-    paths = build_world(out, splits, seed=seed, size=size, config=config)
+    workers = workers or os.cpu_count() or 1
+    paths = build_world(out, splits, seed=seed, size=size, config=config, workers=workers, progress=True)
     seconds = time.perf_counter() - started
     total = sum(splits.values())
     typer.echo(
