@@ -58,13 +58,19 @@ def test_registered_tower_loads_its_pretrained_weights(tmp_path):
 
 
 def test_scene_targets_name_the_right_cells_and_counts():
-    patch, cell, shape_counts, total, places = scene_targets(_scene(), SMALL)
+    patch, cell, shape_counts, total, places, same_shape = scene_targets(_scene(), SMALL)
     assert total == 2
+    assert same_shape[2] == 1 and same_shape[4] == 1 and (same_shape[[0, 1, 3, 5, 6, 7, 8]] == 0).all()
     assert places[0 * len(SHAPES) + SHAPES.index("star")] == 1 + 2  # red star: cell (0, 2)
     assert (places > 0).sum() == 2
     assert shape_counts[SHAPES.index("star")] == 1 and shape_counts.sum() == 2
     assert cell[2].tolist() == [1, SHAPES.index("star") + 1, 3]  # red is color 0; large is size 2
     assert cell[4, 1] == SHAPES.index("circle") + 1 and (cell[[0, 1, 3, 5, 6, 7, 8]] == 0).all()
+    two_stars = Scene(
+        _scene().background, (*_scene().objects, WorldObject("star", "green", "small", 2, 0, 1 / 6, 5 / 6))
+    )
+    same = scene_targets(two_stars, SMALL)[5]  # how many objects of its shape, on each object's cell
+    assert same[2] == same[6] == 2 and same[4] == 1 and (same[[0, 1, 3, 5, 7, 8]] == 0).all()
     grid = patch.reshape(9, 9, 2)  # [P, P, (color, shape)]
     assert grid[1, 7, 1] == SHAPES.index("star") + 1  # the star covers the middle of the top-right cell
     assert grid[8, 0].tolist() == [0, 0]  # the bottom-left corner is background
@@ -88,8 +94,12 @@ def test_pretraining_learns_counts_above_chance():
     )
     assert losses[-1] < 0.7 * losses[0]
     assert not any(p.requires_grad for p in enc.parameters())  # frozen for LLaVA
+    assert heads.same_shape is None  # the per-cell same-shape count is opt-in
     metrics = evaluate_encoder(enc, heads, px, targets)
     assert metrics["total"] > 0.4  # 1-3 objects: chance is 1/3
+    cfg = EncoderPretrainConfig(steps=5, batch_size=32, lr=3e-3, same_shape_counts=True)
+    enc, heads, _ = pretrain_encoder(SMALL, px, targets, cfg)
+    assert "cell_same_shape" in evaluate_encoder(enc, heads, px, targets)
 
 
 def test_counts_are_read_from_the_global_token_only():

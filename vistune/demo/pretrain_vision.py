@@ -46,12 +46,15 @@ class EncoderTargets:
     shape_counts: torch.Tensor  # [N, len(SHAPES)] long, clipped to MAX_SHAPE_COUNT
     total: torch.Tensor  # [N] long
     places: torch.Tensor  # [N, len(COLORS) * len(SHAPES)] long: 0 absent, else 1 + cell index of that pair
+    # [N, G*G] long: 0 no object centered there, else how many objects of its shape the image holds (clipped)
+    same_shape: torch.Tensor
 
 
 def scene_targets(
     scene: Scene, opts: WorldEncoderOptions
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
-    """(patch [P*P, 2] (color + 1, shape + 1), cell [G*G, 3], shape counts [len(SHAPES)], total, places [C*S])."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+    """(patch [P*P, 2] (color + 1, shape + 1), cell [G*G, 3], shape counts [len(SHAPES)], total, places [C*S],
+    same shape [G*G])."""
     if opts.pool_grid != GRID:
         raise ValueError(f"cell targets need pool_grid == the world grid ({GRID}), got {opts.pool_grid}")
     size, p = opts.image_size, opts.patch_grid
@@ -75,7 +78,9 @@ def scene_targets(
             SIZE_LIST.index(o.size) + 1,
         )
         shape_counts[SHAPES.index(o.shape)] += 1
-    return patch, cell, np.minimum(shape_counts, MAX_SHAPE_COUNT), len(scene.objects), places
+    shape_counts = np.minimum(shape_counts, MAX_SHAPE_COUNT)
+    same_shape = np.where(cell[:, 1] > 0, shape_counts[np.maximum(cell[:, 1] - 1, 0)], 0)
+    return patch, cell, shape_counts, len(scene.objects), places, same_shape
 
 
 def stack_targets(scenes: Sequence[Scene], opts: WorldEncoderOptions) -> EncoderTargets:
@@ -88,19 +93,23 @@ def stack_targets(scenes: Sequence[Scene], opts: WorldEncoderOptions) -> Encoder
         shape_counts=torch.as_tensor(np.stack([p[2] for p in parts])),
         total=torch.as_tensor([p[3] for p in parts]),
         places=torch.as_tensor(np.stack([p[4] for p in parts])),
+        same_shape=torch.as_tensor(np.stack([p[5] for p in parts])),
     )
 
 
 class PretrainHeads(nn.Module):
     """Linear read-outs used only during pretraining (thrown away after: the tower is what LLaVA keeps)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, same_shape: bool = False) -> None:
         super().__init__()
         # Color and shape per patch are separate read-outs: two small problems learn faster than one 65-way one.
         self.patch = nn.Linear(width, (1 + len(COLORS)) + (1 + len(SHAPES)))
         self.cell = nn.Linear(width, (1 + len(COLORS)) + (1 + len(SHAPES)) + (1 + len(SIZES)))
         self.counts = nn.Linear(width, len(SHAPES) * (MAX_SHAPE_COUNT + 1) + MAX_OBJECTS + 1)
         self.places = nn.Linear(width, len(COLORS) * len(SHAPES) * (1 + MAX_OBJECTS))
+        # Each cell token also says how many objects of its shape the image holds (`same_shape_counts`); made last,
+        # so the other heads start as they did without it.
+        self.same_shape = nn.Linear(width, MAX_SHAPE_COUNT + 1) if same_shape else None
 
 
 def _losses(
@@ -152,6 +161,10 @@ def _losses(
         }
     if summary:
         acc["scene_summary"] = (place_logits.argmax(-1) == place_t).all(-1).float().mean()
+    if heads.same_shape is not None:
+        same_logits = heads.same_shape(cells)  # [B, G*G, M+1]
+        loss = loss + F.cross_entropy(same_logits.flatten(0, 1), t.same_shape.flatten())
+        acc["cell_same_shape"] = (same_logits.argmax(-1) == t.same_shape).float().mean()
     return loss, acc
 
 
@@ -165,6 +178,9 @@ class EncoderPretrainConfig:
     # The image-wide token(s) also predict where each (color, shape) pair is (see the module docstring). Off by
     # default: with ground-truth features standing in for the encoder, that summary did not help stage 2 (measured).
     scene_summary: bool = False
+    # Each cell token also learns how many objects of its own shape the image holds, so "How many stars are there?"
+    # can be read off the star's token, like its color (the global token's per-shape counts are keyed by no noun).
+    same_shape_counts: bool = False
 
 
 def pretrain_encoder(
@@ -181,7 +197,7 @@ def pretrain_encoder(
     curve.
     """
     torch.manual_seed(cfg.seed)
-    encoder, heads = WorldEncoder(opts), PretrainHeads(opts.width)
+    encoder, heads = WorldEncoder(opts), PretrainHeads(opts.width, same_shape=cfg.same_shape_counts)
     params = [*encoder.parameters(), *heads.parameters()]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, cfg.steps // 20)
@@ -210,7 +226,13 @@ def pretrain_encoder(
 
 def _index(t: EncoderTargets, idx: torch.Tensor) -> EncoderTargets:
     return EncoderTargets(
-        t.patch_color[idx], t.patch_shape[idx], t.cell[idx], t.shape_counts[idx], t.total[idx], t.places[idx]
+        t.patch_color[idx],
+        t.patch_shape[idx],
+        t.cell[idx],
+        t.shape_counts[idx],
+        t.total[idx],
+        t.places[idx],
+        t.same_shape[idx],
     )
 
 
