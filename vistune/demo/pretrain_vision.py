@@ -16,7 +16,6 @@ Targets, all read from the world's exact ground truth:
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -256,10 +255,3 @@ def evaluate_encoder(
             sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
         n += len(idx)
     return {k: v / n for k, v in sums.items()}
-
-
-def timed(fn: Callable[[], object]) -> tuple[object, float, float]:
-    """(result, wall seconds, process CPU seconds) — CPU time is the fair figure on a shared machine."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
