@@ -50,6 +50,8 @@ def test_same_seed_same_bytes_and_other_seed_differs(tmp_path, world):
 def test_rendering_in_several_processes_gives_the_same_bytes(tmp_path, world):
     parallel = build_world(tmp_path / "par", {"train": 12, "val": 4}, seed=3, size=64, workers=3)
     assert _digest(parallel.root) == _digest(world.root)
+    empty = build_world(tmp_path / "empty", {"train": 0, "val": 2}, seed=3, size=64, workers=2)
+    assert json.loads(empty.captions("train").read_text())["images"] == []
     with pytest.raises(VistuneError, match="workers"):
         build_world(tmp_path / "none", {"train": 1}, workers=0)
 
