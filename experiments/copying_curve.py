@@ -14,63 +14,29 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from vistune.demo.language import induction_batch, plain_token_ids
+from vistune.demo.language import copy_accuracy, induction_batch, plain_token_ids
 
-args = dict(a.split("=", 1) for a in sys.argv[2:])
 name = sys.argv[1]
-torch.set_num_threads(int(args.get("threads", 1)))
-src = args["lm"]
-model = AutoModelForCausalLM.from_pretrained(src)
-tok = AutoTokenizer.from_pretrained(src)
-vocab = plain_token_ids(tok)
-if "vocab" in args:
-    g = torch.Generator().manual_seed(5)
-    vocab = vocab[torch.randperm(len(vocab), generator=g)[: int(args["vocab"])]]
-steps = int(args.get("steps", 1800))
-lr = float(args.get("lr", 1e-3))
-warm = int(args.get("warm", 0))
-bs = int(args.get("bs", 32))
-maxlen = int(args.get("maxlen", 20))
-minlen = int(args.get("minlen", 5))
+args = dict(a.split("=", 1) for a in sys.argv[2:])
+keys = {"steps": 1800, "lr": 1e-3, "warm": 0, "bs": 32, "maxlen": 20, "minlen": 5, "threads": 1}
+keys |= {k: type(keys[k])(v) for k, v in args.items() if k in keys}
+torch.set_num_threads(keys["threads"])
+model = AutoModelForCausalLM.from_pretrained(args["lm"])
+tok = AutoTokenizer.from_pretrained(args["lm"])
+full = plain_token_ids(tok)
+vocab = full
+if "vocab" in args:  # runs drawn from a random subset of the tokens
+    vocab = full[torch.randperm(len(full), generator=torch.Generator().manual_seed(5))[: int(args["vocab"])]]
 torch.manual_seed(0)
 gen = torch.Generator().manual_seed(0)
-opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
-
-
-def batch(g, mn, mx, b):
-    L = int(torch.randint(mn, mx + 1, (1,), generator=g))
-    P = int(torch.randint(0, 11, (1,), generator=g))
-    d = vocab[torch.randint(len(vocab), (b, P + L), generator=g)]
-    ids = torch.cat([d, d[:, P:]], 1)
-    lab = ids.clone()
-    lab[:, : P + L + 1] = -100
-    return ids, lab
-
-
-full = plain_token_ids(tok)
-
-
-def evaluate():
-    model.eval()
-    h = torch.Generator().manual_seed(1)
-    r = t = 0
-    with torch.no_grad():
-        for _ in range(8):
-            ids, labels = induction_batch(full, 32, 20, h)
-            pred = model(input_ids=ids).logits[:, :-1].argmax(-1)
-            sc = labels[:, 1:] != -100
-            r += int((pred == ids[:, 1:])[sc].sum())
-            t += int(sc.sum())
-    model.train()
-    return r / t
-
-
+opt = torch.optim.AdamW(model.parameters(), lr=keys["lr"], weight_decay=0.0)
+sched = torch.optim.lr_scheduler.LambdaLR(
+    opt, lambda s: min(1.0, (s + 1) / keys["warm"]) if keys["warm"] else 1.0
+)
 model.train()
 t0 = time.time()
-log = []
-for s in range(steps):
-    ids, lab = batch(gen, minlen, maxlen, bs)
+for s in range(keys["steps"]):
+    ids, lab = induction_batch(vocab, keys["bs"], keys["maxlen"], gen, min_len=keys["minlen"])
     loss = model(input_ids=ids, labels=lab).loss
     opt.zero_grad()
     loss.backward()
@@ -78,9 +44,10 @@ for s in range(steps):
     opt.step()
     sched.step()
     if (s + 1) % 300 == 0:
-        a = evaluate()
-        log.append((s + 1, round(loss.item(), 3), round(a, 3), round(time.time() - t0)))
-        print(name, *log[-1], flush=True)
+        model.eval()  # held out as the demo measures it: the full vocabulary, runs of 5-20, seed 1
+        a = copy_accuracy(model, full, 20, seed=1)
+        model.train()
+        print(name, s + 1, round(loss.item(), 3), round(a, 3), round(time.time() - t0), flush=True)
 if "save" in args:
     model.save_pretrained(args["save"])
     tok.save_pretrained(args["save"])

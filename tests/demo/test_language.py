@@ -120,6 +120,13 @@ def test_induction_batch_repeats_a_random_run_and_labels_only_the_predictable_re
         assert ((ids >= 100) & (ids < 140)).all()
     with pytest.raises(ValueError, match="induction_max_len is 4"):
         induction_batch(vocab, 4, 4, gen)
+    lengths = set()
+    for _ in range(20):  # a longer minimum run
+        ids, labels = induction_batch(vocab, 2, 10, gen, min_len=9)
+        lengths.add(int(ids.shape[1] - (labels != -100).nonzero()[:, 1].min() + 1))
+    assert lengths == {9, 10}
+    with pytest.raises(ValueError, match="runs are 9 tokens or longer"):
+        induction_batch(vocab, 2, 8, gen, min_len=9)
 
 
 def test_induction_pretraining_learns_to_copy_a_repeated_run():

@@ -99,15 +99,15 @@ def pack_blocks(texts: Sequence[str], tokenizer: Any, block_size: int) -> torch.
 
 
 def induction_batch(
-    vocab: torch.Tensor, batch_size: int, max_len: int, gen: torch.Generator
+    vocab: torch.Tensor, batch_size: int, max_len: int, gen: torch.Generator, *, min_len: int = 5
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random token runs, each followed by itself: [B, P + 2L] ids (a random prefix of 0-10 tokens, a run of
-    5..max_len tokens from `vocab`, the run again) and labels (-100 except where the repeat is predictable)."""
-    if max_len < 5:
+    min_len..max_len tokens from `vocab`, the run again) and labels (-100 except where the repeat is predictable)."""
+    if max_len < min_len:
         raise ValueError(
-            f"induction_max_len is {max_len}; the copied runs are 5 tokens or longer, so use >= 5"
+            f"induction_max_len is {max_len}; the copied runs are {min_len} tokens or longer, so use >= {min_len}"
         )
-    run_len = int(torch.randint(5, max_len + 1, (1,), generator=gen))
+    run_len = int(torch.randint(min_len, max_len + 1, (1,), generator=gen))
     prefix_len = int(torch.randint(0, 11, (1,), generator=gen))
     draw = vocab[torch.randint(len(vocab), (batch_size, prefix_len + run_len), generator=gen)]
     ids = torch.cat([draw, draw[:, prefix_len:]], dim=1)
@@ -141,16 +141,21 @@ def pretrain_induction(
         lambda: induction_batch(vocab, cfg.induction_batch_size, cfg.induction_max_len, gen),
         on_step,
     )
-    held_out = torch.Generator().manual_seed(cfg.seed + 1)
+    return InductionResult(losses, copy_accuracy(model, vocab, cfg.induction_max_len, seed=cfg.seed + 1))
+
+
+@torch.no_grad()
+def copy_accuracy(model: nn.Module, vocab: torch.Tensor, max_len: int, *, seed: int) -> float:
+    """Next-token accuracy on the predictable part of the repeat, over 8 held-out batches of 32 (drawn with `seed`)."""
+    held_out = torch.Generator().manual_seed(seed)
     right = total = 0
-    with torch.no_grad():
-        for _ in range(8):
-            ids, labels = induction_batch(vocab, 32, cfg.induction_max_len, held_out)
-            pred = model(input_ids=ids).logits[:, :-1].argmax(-1)
-            scored = labels[:, 1:] != -100
-            right += int((pred == ids[:, 1:])[scored].sum())
-            total += int(scored.sum())
-    return InductionResult(losses, right / total)
+    for _ in range(8):
+        ids, labels = induction_batch(vocab, 32, max_len, held_out)
+        pred = model(input_ids=ids).logits[:, :-1].argmax(-1)
+        scored = labels[:, 1:] != -100
+        right += int((pred == ids[:, 1:])[scored].sum())
+        total += int(scored.sum())
+    return right / total
 
 
 def plain_token_ids(tokenizer: Any) -> torch.Tensor:

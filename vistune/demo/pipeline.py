@@ -4,7 +4,8 @@ world build -> instruction data (the `world` teacher) -> vision encoder pretrain
 stage 1 (projector only) -> stage 2 (projector + LLM) -> held-out evaluation -> report.md.
 
 Every step calls the library (world, datagen, train, infer, eval); this module only wires them and records time.
-Wall time on a shared machine overstates the cost, so process CPU time is recorded next to it.
+Wall time on a shared machine overstates the cost, so CPU time (the process's and its workers') is recorded next
+to it.
 """
 
 from __future__ import annotations

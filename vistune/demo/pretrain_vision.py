@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -78,7 +78,7 @@ def scene_targets(
         )
         shape_counts[SHAPES.index(o.shape)] += 1
     shape_counts = np.minimum(shape_counts, MAX_SHAPE_COUNT)
-    same_shape = np.where(cell[:, 1] > 0, shape_counts[np.maximum(cell[:, 1] - 1, 0)], 0)
+    same_shape = np.array([shape_counts[shape - 1] if shape else 0 for shape in cell[:, 1]], dtype=np.int64)
     return patch, cell, shape_counts, len(scene.objects), places, same_shape
 
 
@@ -224,15 +224,7 @@ def pretrain_encoder(
 
 
 def _index(t: EncoderTargets, idx: torch.Tensor) -> EncoderTargets:
-    return EncoderTargets(
-        t.patch_color[idx],
-        t.patch_shape[idx],
-        t.cell[idx],
-        t.shape_counts[idx],
-        t.total[idx],
-        t.places[idx],
-        t.same_shape[idx],
-    )
+    return EncoderTargets(**{f.name: getattr(t, f.name)[idx] for f in fields(t)})
 
 
 @torch.no_grad()

@@ -77,9 +77,10 @@ class DemoSettings:
     projector: str = "mlp2x_gelu"
     template: str = "chatml"
     # 160 steps x 64 (about half an epoch of the 20,000 captions), not 40: the caption loss barely moves (3.15 against
-    # 3.17) but stage 2 then forms every lookup in all three seeds measured: sentence 94.3 / 94.0 / 95.3%, short
-    # 94.7 / 92.9 / 94.1% (color 99-99.5%, position 95.5-97.5%), against 87.5 / 80.8 / 74.1% and 77.2 / 79.0 / 73.8%
-    # after 40 steps, where the color and position lookups formed in some seeds only (docs/demo.md, thirteenth round).
+    # 3.17) but stage 2 then forms the color and position lookups in all five runs measured (three stage-2 seeds, two
+    # more stage-1 draws): sentence 89.6-95.3% (mean 93.7%), short 89.1-95.1% (93.2%), against 74.1-87.5% and
+    # 73.8-79.0% after 40 steps in the same three stage-2 seeds. One epoch (313 steps, one run) lost them again
+    # (68.2 / 68.9%). docs/demo.md, thirteenth round.
     stage1: StageSettings = field(default_factory=lambda: StageSettings(steps=160, batch_size=64, lr=2e-3))
     # Stage 2 runs in two phases. First only the questions whose answer must be looked up in the image token the
     # question names (`lookup_types`): mixed with every other type from the start, the tiny LM never learned that
