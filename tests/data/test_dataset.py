@@ -69,3 +69,43 @@ def test_collator_pads_right_masks_padding_and_orders_images():
     assert batch.num_tokens == 2 and batch.record_ids == ["a", "b"]
     assert batch.pixel_values[:, 0, 0, 0].tolist() == [0.0, 1.0, 1.0]  # a's image, then b's two
     assert batch.dropped == [{"id": "c", "reason": "image file x.png cannot be read"}]
+
+
+def test_records_sharing_a_conversation_get_its_tokens_and_are_each_counted(tiny_tokenizer, tmp_path):
+    """A conversation repeated on many images is tokenized once; every record still gets exactly the tokens it
+    gets alone, and each all-masked one (here: cut to nothing by max_length) is named in the report."""
+    import torch
+    from PIL import Image
+
+    from vistune.data.dataset import LlavaDataset
+    from vistune.data.records import parse_record
+    from vistune.text.tokenize import tokenize_conversation
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    short = [{"from": "human", "value": "<image>\nWhat color?"}, {"from": "gpt", "value": "Red."}]
+    long = [{"from": "human", "value": "<image>\n" + "word " * 300}, {"from": "gpt", "value": "Yes."}]
+    raws = [
+        {"id": "s1", "image": "a.png", "conversations": short},
+        {"id": "l1", "image": "a.png", "conversations": long},
+        {"id": "s2", "image": "b.png", "conversations": [dict(t) for t in short]},
+        {"id": "l2", "image": "b.png", "conversations": long},
+    ]
+    records = [parse_record(r, index=i) for i, r in enumerate(raws)]
+    ds = LlavaDataset(
+        records,
+        tokenizer=tiny_tokenizer,
+        template="vicuna_v1",
+        num_image_tokens=3,
+        image_token_id=-200,
+        image_folder=tmp_path,
+        max_length=96,
+        image_processor=lambda images: torch.zeros(len(images), 3, 4, 4),
+        load_image=Image.open,
+    )
+    alone = tokenize_conversation(short, tiny_tokenizer, "vicuna_v1", num_image_tokens=3, max_length=96)
+    assert [ds[i].record_id for i in range(len(ds))] == ["s1", "s2"]
+    for i in range(len(ds)):
+        assert ds[i].input_ids.tolist() == alone.input_ids and ds[i].labels.tolist() == alone.labels
+        assert ds[i].images == [str(tmp_path / n) for n in ("a.png", "b.png")][i : i + 1]
+    assert ds.report.all_masked == ["l1", "l2"] and ds.report.kept == 2

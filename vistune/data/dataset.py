@@ -151,6 +151,16 @@ class DataReport:
         )
 
 
+@dataclass(frozen=True)
+class _Tokens:
+    """One conversation's tokens (shared, read-only, by every record with the same conversation)."""
+
+    input_ids: np.ndarray
+    labels: np.ndarray
+    num_images: int
+    truncated: bool
+
+
 @dataclass
 class _Entry:
     record: Any  # vistune.data.records.Record
@@ -210,7 +220,12 @@ class LlavaDataset(Dataset):
         self.on_bad_record = on_bad_record
         self.features: Any = None  # a FeatureCache, set by `use_feature_cache`
         self.report = DataReport(source=source, records=len(records))
+        # Instruction data repeats itself (the same question and answer on many images): each distinct
+        # conversation is tokenized once, and each image file looked up once, while preparing.
+        self._tokens_of: dict[tuple, _Tokens | None] = {}
+        self._is_file: dict[str, bool] = {}
         self.entries = [e for e in (self._prepare(r) for r in records) if e is not None]
+        self._tokens_of, self._is_file = {}, {}
         self._count()
 
     # ---- preparation
@@ -218,18 +233,35 @@ class LlavaDataset(Dataset):
         return str(self.image_folder / name)
 
     def _prepare(self, record: Any) -> _Entry | None:
-        missing = [p for p in record.images if not os.path.isfile(self.image_path(p))]
+        missing = [p for p in record.images if not self._file_exists(self.image_path(p))]
         if missing:
             self.reject(record.id, f"image file {self.image_path(missing[0])} does not exist")
             return None
-        try:
-            tok = self._tokenize(record)
-        except AllMaskedError:
+        key = tuple((turn["from"], turn["value"]) for turn in record.conversations)
+        if key in self._tokens_of:
+            tokens = self._tokens_of[key]
+        else:
+            try:
+                tok = self._tokenize(record)
+            except AllMaskedError:
+                tokens = None
+            else:
+                ids, labels = (
+                    np.asarray(tok.input_ids, dtype=np.int32),
+                    np.asarray(tok.labels, dtype=np.int32),
+                )
+                tokens = _Tokens(ids, labels, tok.num_images, tok.truncated)
+            self._tokens_of[key] = tokens
+        if tokens is None:
             self.report.all_masked.append(str(record.id))
             return None
-        self.report.truncated += tok.truncated
-        ids, labels = np.asarray(tok.input_ids, dtype=np.int32), np.asarray(tok.labels, dtype=np.int32)
-        return _Entry(record, ids, labels, tok.num_images)
+        self.report.truncated += tokens.truncated
+        return _Entry(record, tokens.input_ids, tokens.labels, tokens.num_images)
+
+    def _file_exists(self, path: str) -> bool:
+        if path not in self._is_file:
+            self._is_file[path] = os.path.isfile(path)
+        return self._is_file[path]
 
     def _tokenize(self, record: Any) -> Any:
         return tokenize_conversation(
