@@ -19,6 +19,8 @@ keys:
   pscale=X                     the encoder's position code magnitude (default: DemoSettings's, 8 since the
                                eleventh round; pass pscale=4 for a run directory made before it); a new value
                                with s1lr= (the run's stage-1 projector was aligned to its own)
+  gfrom=cells                  the encoder's global token summarizes its cell tokens (a run directory made by
+                               `variant_dir.py ... encoder gfrom=cells`)
   lstyle=both                  the lookup phase also on the short-answer form of its questions (data/closed.json's
                                records of the lookup types, shuffled in with the sentence ones; the same steps)
   first=a,b:N                  curriculum: the first N lookup steps on these types only
@@ -71,6 +73,8 @@ if "msteps" in args:
     s.stage2 = StageSettings(steps=int(args["msteps"]), batch_size=s.stage2.batch_size, lr=s.stage2.lr)
 if "pscale" in args:
     s.encoder.position_scale = float(args["pscale"])
+if "gfrom" in args:
+    s.encoder.global_from = args["gfrom"]
 paths = DemoPaths(demo)
 world = WorldPaths(paths.world)
 QUESTION_START = {"color": "What color", "shape": "What shape", "position": "Where", "existence": "Is there"}

@@ -7,8 +7,9 @@ and whatever the rerun step does not replace; `experiments/stage2_phases.py NEW 
     python experiments/variant_dir.py SRC NEW lm heads=8            # the LM step: 8 attention heads
     python experiments/variant_dir.py SRC NEW lm induct=3600        # the LM step: 3,600 copying steps
     python experiments/variant_dir.py SRC NEW encoder same=1        # the encoder: per-cell same-shape counts
+    python experiments/variant_dir.py SRC NEW encoder gfrom=cells   # the encoder: global token from the cells
 
-keys: lm: heads=N layers=N induct=N; encoder: same=1 esteps=N
+keys: lm: heads=N layers=N induct=N; encoder: same=1 esteps=N gfrom=cells|patches
 """
 
 import json
@@ -38,6 +39,8 @@ if "induct" in args:
     s.language_train.induction_steps = int(args["induct"])
 if "same" in args:
     s.encoder_train.same_shape_counts = True
+if "gfrom" in args:
+    s.encoder.global_from = args["gfrom"]
 if "esteps" in args:
     s.encoder_train.steps = int(args["esteps"])
 start = time.time()

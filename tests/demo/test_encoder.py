@@ -137,3 +137,21 @@ def test_weights_file_loads_with_or_without_the_global_token(tmp_path):
         save_file(enc.state_dict(), str(tmp_path / "w.safetensors"))
         loaded = load_weights_file(tmp_path / "w.safetensors").eval()
         assert loaded.num_tokens == tokens and torch.equal(loaded(x), enc(x))
+
+
+def test_global_token_from_cells_is_the_projected_mean_of_the_cell_tokens():
+    """global_from="cells": the global token summarizes the 9 cell tokens (each knows its object's shape and size),
+    not the patches (which weigh an object by its area); the default stays "patches"."""
+    import dataclasses
+
+    import pytest
+
+    torch.manual_seed(0)
+    enc = WorldEncoder(dataclasses.replace(SMALL, global_from="cells")).eval()
+    tokens, out = enc.dense(torch.randn(2, 3, 72, 72))
+    cells, global_token = out[:, :9], out[:, 9:]
+    assert torch.allclose(global_token, enc.global_proj(cells.mean(1, keepdim=True)))
+    assert not torch.allclose(global_token, enc.global_proj(tokens.mean(1, keepdim=True)))
+    assert SMALL.global_from == "patches"
+    with pytest.raises(ValueError, match="global_from"):
+        WorldEncoderOptions(global_from="tokens")

@@ -54,11 +54,17 @@ class WorldEncoderOptions:
     # One more token for the image-wide targets (counts), after the cell tokens, so those stay local. The demo turns
     # it on (`DemoSettings.encoder`); off by default so that a model saved before it existed still loads as saved.
     global_token: bool = False
+    # What the global token summarizes: the mean of the patch tokens ("patches"), or of the cell tokens ("cells").
+    # A cell token knows the shape and size of the object centered in it, so per-shape counts are a linear read of
+    # the cells' sum; a patch mean weighs each object by its area (one large circle ~ two small ones).
+    global_from: str = "patches"
 
     def __post_init__(self) -> None:
         stride = 2 ** (len(self.stem_channels) + 1)
         if self.merge not in ("concat", "mean"):
             raise ValueError(f"world encoder: merge must be 'concat' or 'mean', got {self.merge!r}")
+        if self.global_from not in ("patches", "cells"):
+            raise ValueError(f"world encoder: global_from must be 'patches' or 'cells', got {self.global_from!r}")
         if self.image_size % stride or (self.image_size // stride) % self.pool_grid:
             raise ValueError(
                 f"world encoder: image_size {self.image_size} must be divisible by the stem stride {stride} "
@@ -134,7 +140,8 @@ class WorldEncoder(VisionTower):
             cells = self.merge(cells.reshape(n, g * g, k * k * c))  # [N, G*G, width]
         if self.global_proj is None:
             return tokens, cells
-        return tokens, torch.cat([cells, self.global_proj(tokens.mean(1, keepdim=True))], dim=1)
+        summarized = tokens if self.opts.global_from == "patches" else cells
+        return tokens, torch.cat([cells, self.global_proj(summarized.mean(1, keepdim=True))], dim=1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         _, cells = self.dense(pixel_values)
