@@ -64,7 +64,9 @@ class WorldEncoderOptions:
         if self.merge not in ("concat", "mean"):
             raise ValueError(f"world encoder: merge must be 'concat' or 'mean', got {self.merge!r}")
         if self.global_from not in ("patches", "cells"):
-            raise ValueError(f"world encoder: global_from must be 'patches' or 'cells', got {self.global_from!r}")
+            raise ValueError(
+                f"world encoder: global_from must be 'patches' or 'cells', got {self.global_from!r}"
+            )
         if self.image_size % stride or (self.image_size // stride) % self.pool_grid:
             raise ValueError(
                 f"world encoder: image_size {self.image_size} must be divisible by the stem stride {stride} "
