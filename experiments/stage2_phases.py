@@ -77,7 +77,13 @@ if "gfrom" in args:
     s.encoder.global_from = args["gfrom"]
 paths = DemoPaths(demo)
 world = WorldPaths(paths.world)
-QUESTION_START = {"color": "What color", "shape": "What shape", "position": "Where", "existence": "Is there"}
+QUESTION_START = {
+    "color": "What color",
+    "shape": "What shape",
+    "count": "How many",
+    "position": "Where",
+    "existence": "Is there",
+}
 
 
 def of_types(records: list[dict], types) -> list[dict]:
