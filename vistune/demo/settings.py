@@ -52,7 +52,9 @@ class DemoSettings:
     # encoder then reads per-shape counts 96.8% right (90.8% from the patches), objects' patches 95.4% (91.6%), and
     # stage 2 (seed 0) scored sentence 95.3 / short 95.1% against 95.0 / 94.9% (docs/demo.md, fourteenth round).
     encoder: WorldEncoderOptions = field(
-        default_factory=lambda: WorldEncoderOptions(global_token=True, position_scale=8.0, global_from="cells")
+        default_factory=lambda: WorldEncoderOptions(
+            global_token=True, position_scale=8.0, global_from="cells"
+        )
     )
     # 850 steps, not 400: the encoder then reads each cell (color, shape, size) 99.0% right (93.1% at 400; 99.6% at
     # 1,000), and with the counts on a global token (`WorldEncoderOptions.global_token`) the LM's lookup forms on it
