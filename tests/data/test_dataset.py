@@ -109,3 +109,13 @@ def test_records_sharing_a_conversation_get_its_tokens_and_are_each_counted(tiny
         assert ds[i].input_ids.tolist() == alone.input_ids and ds[i].labels.tolist() == alone.labels
         assert ds[i].images == [str(tmp_path / n) for n in ("a.png", "b.png")][i : i + 1]
     assert ds.report.all_masked == ["l1", "l2"] and ds.report.kept == 2
+
+
+def test_conversation_key_ignores_key_order_and_gives_up_on_unhashable_turns():
+    from vistune.data.dataset import _conversation_key
+
+    a = [{"from": "human", "value": "<image>\nHi"}, {"from": "gpt", "value": "Hello."}]
+    b = [{"value": "<image>\nHi", "from": "human"}, {"value": "Hello.", "from": "gpt"}]
+    assert _conversation_key(a) == _conversation_key(b) is not None
+    assert _conversation_key(a) != _conversation_key([*a[:1], {"from": "gpt", "value": "Hello!"}])
+    assert _conversation_key([{"from": "human", "value": ["not", "text"]}]) is None  # tokenized every time

@@ -151,6 +151,16 @@ class DataReport:
         )
 
 
+def _conversation_key(conversations: Any) -> tuple | None:
+    """A hashable key for a conversation (its turns' items), or None when a turn holds something unhashable."""
+    try:
+        key = tuple(tuple(sorted(turn.items())) for turn in conversations)
+        hash(key)
+    except (AttributeError, TypeError):
+        return None
+    return key
+
+
 @dataclass(frozen=True)
 class _Tokens:
     """One conversation's tokens (shared, read-only, by every record with the same conversation)."""
@@ -237,8 +247,8 @@ class LlavaDataset(Dataset):
         if missing:
             self.reject(record.id, f"image file {self.image_path(missing[0])} does not exist")
             return None
-        key = tuple((turn["from"], turn["value"]) for turn in record.conversations)
-        if key in self._tokens_of:
+        key = _conversation_key(record.conversations)
+        if key is not None and key in self._tokens_of:
             tokens = self._tokens_of[key]
         else:
             try:
@@ -251,7 +261,8 @@ class LlavaDataset(Dataset):
                     np.asarray(tok.labels, dtype=np.int32),
                 )
                 tokens = _Tokens(ids, labels, tok.num_images, tok.truncated)
-            self._tokens_of[key] = tokens
+            if key is not None:
+                self._tokens_of[key] = tokens
         if tokens is None:
             self.report.all_masked.append(str(record.id))
             return None
