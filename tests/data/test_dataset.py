@@ -105,9 +105,10 @@ def test_records_sharing_a_conversation_get_its_tokens_and_are_each_counted(tiny
     )
     alone = tokenize_conversation(short, tiny_tokenizer, "vicuna_v1", num_image_tokens=3, max_length=96)
     assert [ds[i].record_id for i in range(len(ds))] == ["s1", "s2"]
+    assert [ds[i].images for i in range(len(ds))] == [[str(tmp_path / "a.png")], [str(tmp_path / "b.png")]]
     for i in range(len(ds)):
         assert ds[i].input_ids.tolist() == alone.input_ids and ds[i].labels.tolist() == alone.labels
-        assert ds[i].images == [str(tmp_path / n) for n in ("a.png", "b.png")][i : i + 1]
+    assert ds.entries[0].input_ids is ds.entries[1].input_ids  # tokenized once, the arrays shared
     assert ds.report.all_masked == ["l1", "l2"] and ds.report.kept == 2
 
 

@@ -180,7 +180,8 @@ def time_table(result) -> list[str]:
     rows += [
         "",
         f"Machine: {platform.machine()}, {_cpu_count()} CPU cores visible. CPU time is the process's own (all its "
-        "threads) and its finished worker processes'; wall time on a shared machine is inflated by other work running at the same time.",
+        "threads) and its finished worker processes'; wall time on a shared machine is inflated by other work "
+        "running at the same time.",
     ]
     return rows
 
