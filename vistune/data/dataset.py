@@ -229,6 +229,7 @@ class LlavaDataset(Dataset):
         self.max_length = max_length
         self.on_bad_record = on_bad_record
         self.features: Any = None  # a FeatureCache, set by `use_feature_cache`
+        self._path_of: dict[str, str] = {}
         self.report = DataReport(source=source, records=len(records))
         # Instruction data repeats itself (the same question and answer on many images): each distinct
         # conversation is tokenized once, and each image file looked up once, while preparing.
@@ -240,7 +241,12 @@ class LlavaDataset(Dataset):
 
     # ---- preparation
     def image_path(self, name: str) -> str:
-        return str(self.image_folder / name)
+        # Remembered: records share images (the demo's 78,685 lookup records name 20,000), and pathlib's join is
+        # slow enough to show (~2 s per pass over them).
+        path = self._path_of.get(name)
+        if path is None:
+            path = self._path_of[name] = str(self.image_folder / name)
+        return path
 
     def _prepare(self, record: Any) -> _Entry | None:
         missing = [p for p in record.images if not self._file_exists(self.image_path(p))]

@@ -89,9 +89,13 @@ def build_language_model(opts: LanguageModelOptions, tokenizer: Any) -> nn.Modul
 
 def pack_blocks(texts: Sequence[str], tokenizer: Any, block_size: int) -> torch.Tensor:
     """Tokenize documents (BOS ... EOS), concatenate, cut into [num_blocks, block_size] (the tail is dropped)."""
+    eos = [tokenizer.eos_token_id]
     ids: list[int] = []
-    for text in texts:
-        ids += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+    # In batches: a fast tokenizer encodes a batch on all cores (the demo's 61K documents: 6.6 s, not 13 s one by one).
+    for start in range(0, len(texts), 4096):
+        for doc in tokenizer(list(texts[start : start + 4096]))["input_ids"]:
+            ids += doc
+            ids += eos
     n = len(ids) // block_size
     if n == 0:
         raise ValueError(f"the pretraining text has {len(ids)} tokens, fewer than one block of {block_size}")
