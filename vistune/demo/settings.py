@@ -64,12 +64,17 @@ class DemoSettings:
     language: LanguageModelOptions = field(default_factory=LanguageModelOptions)
     # lr 1e-3, not 3e-3: an LM pretrained at 3e-3 then learned the sentence-answer lookup from perfect image
     # features far slower (color 47%, shape 11% at 900 steps) than one pretrained at 1e-3 (50% / 100%).
-    # Then 1,800 steps of in-context copying (`pretrain_induction`): without them the LM never learned to find the
+    # Then in-context copying (`pretrain_induction`; 1,800 steps in the ninth round): without it the LM never found the
     # named object's token when the answer comes after the naming word (existence one constant answer, position a
-    # bag of occupied cells); with them existence 93.5-96.5%, one-word answers 68-74% (46% before; docs/demo.md, ninth
+    # bag of occupied cells); with it existence 93.5-96.5%, one-word answers 68-74% (46% before; docs/demo.md, ninth
     # round). 900 steps were not enough (sentence 54.5%); runs of at most 12 tokens lost existence once (42%).
+    # 2,600, not 1,800: the copying sits mid-transition there (held-out copy accuracy 0.12 at 1,800, 0.21 at 2,600),
+    # and with the pretraining run side by side at one thread each (`pipeline.SideBySide`), 1,800 left stage 2
+    # without the color and position lookups (sentence 77.1%), where 2,600 formed them on both encoders tried
+    # (sentence 94.1 / 93.2%, short 95.7 / 93.5%) and in the demo itself (94.5 / 95.4%; docs/demo.md, fifteenth
+    # round). Near the edge: copying run to completion broke the lookups (3,600 steps; thirteenth round).
     language_train: LanguagePretrainConfig = field(
-        default_factory=lambda: LanguagePretrainConfig(steps=100, lr=1e-3, induction_steps=1800)
+        default_factory=lambda: LanguagePretrainConfig(steps=100, lr=1e-3, induction_steps=2600)
     )
     # Stage 1 aligns the projector to the LM as pretrained on text, before its in-context copying (the copying LM is
     # the one stage 2 trains). Aligned to the copying LM, the projector made every image token resemble the
