@@ -250,10 +250,11 @@ def _encoder_job(paths: DemoPaths, s: DemoSettings) -> dict[str, float]:
 class SideBySide:
     """Run `job(*args)` in a second process while the `with` body runs here, the CPU threads split between them.
 
-    The demo's pretraining steps are compute-bound and gain less than 2x from a second thread (on 2 cores: the
-    encoder's steps 1.55x, the language model's 1.35x faster than on one), so on 2 threads the two side by side, one
-    thread each, finish sooner than the two in turn. Each side's thread count is fixed, so results do not depend on
-    timing. With fewer than 2 threads, or `run=False`, the job runs here after the body (or not at all).
+    The demo's pretraining steps are compute-bound and gain less than 2x from a second thread, so on 2 cores the two
+    side by side, one thread each, finish sooner than the two in turn (a probe: 51.9 + 84.8 s in turn at 2 threads,
+    80.3 and 114.8 s side by side; the demo's step 281.5 s against 341.6 s; docs/demo.md, fifteenth round). Each
+    side's thread count is fixed, so results do not depend on timing. With fewer than 2 threads, or `run=False`, the
+    job runs here after the body (or not at all).
     The body's exception stops the second process; the job's exception is raised by `result()`.
     """
 
