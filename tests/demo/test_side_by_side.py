@@ -20,11 +20,14 @@ def two_threads():
 
 
 def test_the_job_runs_in_a_second_process_on_its_share_of_the_threads(two_threads):
-    with SideBySide(os.getpid) as pid, SideBySide(torch.get_num_threads) as threads:
-        here = torch.get_num_threads()  # this side's share while the jobs run
+    # One job per block: a second SideBySide opened inside the first would see one thread and run here.
+    with SideBySide(os.getpid) as pid:
+        pass
     assert pid.result() != os.getpid()
-    assert threads.result() == 1
-    assert here == 1 and torch.get_num_threads() == 2  # restored after
+    with SideBySide(torch.get_num_threads) as threads:
+        here = torch.get_num_threads()  # this side's share while the job runs
+    assert threads.result() == 1 and here == 1
+    assert torch.get_num_threads() == 2  # restored after
 
 
 def test_the_jobs_error_is_raised_by_result(two_threads):

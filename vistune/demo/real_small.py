@@ -104,7 +104,8 @@ def _fast() -> RealSmallSettings:
 
 def _gpu() -> RealSmallSettings:
     """Sized for one GPU (measured on an H200; see docs/demo.md): ~5x the images and ~60x the stage-2 samples of
-    the CPU preset, the whole LM tuned in stage 2, bf16 autocast in training (the stages' precision `auto`) and bf16 inference."""
+    the CPU preset, the whole LM tuned in stage 2, bf16 autocast in training (the stages' precision `auto`) and bf16
+    inference."""
     return RealSmallSettings(
         train_images=3000,
         val_images=300,
