@@ -24,6 +24,15 @@ loaded = load_pretrained(model_dir)
 template = get_template(loaded.template)
 truths = list(load_ground_truth(world / "annotations/ground_truth_val.json").values())[:200]
 questions = [q for q in make_closed_questions(truths, seed=1) if q.qtype == "count"]
+if "singular=1" in sys.argv[3:]:  # stage2_phases.py's count_q=singular: "How many star objects are there?"
+    import dataclasses
+
+    from vistune.world.vocab import SHAPES, plural
+
+    for i, q in enumerate(questions):
+        for shape in SHAPES:
+            if q.question == f"How many {plural(shape, 2)} are there?":
+                questions[i] = dataclasses.replace(q, question=f"How many {shape} objects are there?")
 images = _image_loader(world / "val")
 for style, max_new_tokens in (("short", 8), ("sentence", 16)):
     answers = generate_batch(
@@ -36,10 +45,13 @@ for style, max_new_tokens in (("short", 8), ("sentence", 16)):
         GenerationConfig(max_new_tokens=max_new_tokens),
     )
     table: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    examples: list[tuple[str, str]] = []
     for q, answer in zip(questions, answers, strict=True):
         got = normalize_answer(answer) if style == "short" else extract_answer("count", answer)
         table[("total" if q.question == "How many shapes are there?" else "per shape", q.answer)][got] += 1
-    print(style)
+        if style == "sentence" and len(examples) < 3 and q.answer != "one":
+            examples.append((q.question, answer))
+    print(style, examples)
     for (kind, truth), got in sorted(table.items()):
         n = sum(got.values())
         print(

@@ -35,6 +35,14 @@ keys:
                                repeated)
   short_after=N                after the lookup phase, N steps on the short-answer records of the lookup types
                                (data/closed.json), before phase 2: the short path trained once the lookup formed
+  count_after=N                after the one-word phase (or from_lookup's model), N steps on count questions alone
+                               (data/closed.json's and data/sentence.json's, both answer styles, shuffled), before
+                               phase 2: alone, the LM learned per-shape counts in 300 steps (ninth round)
+  count_q=singular             per-shape count questions (count phase and phase 2) as "How many star objects are
+                               there?" -> "There are two star objects.": the question names the shape by the same
+                               token as color questions do (a hypothesis test: evaluate with count_answers.py
+                               singular=1; the demo's evaluator keeps the plural)
+  count_kind=shape             count_after's records: only the per-shape questions ("How many stars")
   mixed=1                      then phase 2 (all instruction data, DemoSettings().stage2) from the lookup model
   msteps=N                     phase 2's steps (default DemoSettings().stage2.steps)
   descriptions=N               held-out images described (default 0)
@@ -143,6 +151,23 @@ if args.get("lstyle") == "both":
 
 if args.get("posform") == "bare":
     data = bare_positions(data, str(out / f"{name}_lookup_bare.json"))
+
+
+def singular_counts(records: list[dict]) -> list[dict]:
+    """count_q=singular: "How many stars are there?" -> "How many star objects are there?" (and the reply)."""
+    from vistune.world.vocab import SHAPES, plural
+
+    for r in records:
+        turns = r["conversations"]
+        for shape in SHAPES:
+            many = plural(shape, 2)
+            if f"How many {many} are there?" in turns[0]["value"]:
+                turns[0]["value"] = turns[0]["value"].replace(f"{many} are", f"{shape} objects are")
+                reply = turns[1]["value"]
+                turns[1]["value"] = reply.replace(f" {many}.", f" {shape} objects.").replace(
+                    f" {shape}.", f" {shape} object."
+                )
+    return records
 
 
 def echo_counts(source: str, target: str) -> str:
@@ -263,12 +288,33 @@ if "short_after" in args:
     short_data.write_text(json.dumps(short))
     stage = StageSettings(steps=int(args["short_after"]), batch_size=s.lookup.batch_size, lr=s.lookup.lr)
     model = phase(str(short_data), stage, f"{name}_short", str(model))
+if "count_after" in args:
+    import random
+
+    counts = of_types(
+        json.loads((paths.data / "closed.json").read_text()) + json.loads((paths.data / "sentence.json").read_text()),
+        ["count"],
+    )
+    if args.get("count_q") == "singular":
+        counts = singular_counts(counts)
+    if args.get("count_kind") == "shape":
+        counts = [r for r in counts if "How many shapes" not in r["conversations"][0]["value"]]
+    random.Random(s.seed).shuffle(counts)
+    count_data = out / f"{name}_count.json"
+    count_data.write_text(json.dumps(counts))
+    print(f"count phase: {len(counts)} records", flush=True)
+    stage = StageSettings(steps=int(args["count_after"]), batch_size=s.lookup.batch_size, lr=s.lookup.lr)
+    model = phase(str(count_data), stage, f"{name}_count", str(model))
 if args.get("mixed") == "1":
     mixed = "stage2.json"
     if args.get("posform") == "bare":
         mixed = bare_positions(mixed, str(out / f"{name}_stage2_bare.json"))
     if args.get("countform") == "echo":
         mixed = echo_counts(mixed, str(out / f"{name}_stage2_counts.json"))
+    if args.get("count_q") == "singular":
+        target = out / f"{name}_stage2_singular.json"
+        target.write_text(json.dumps(singular_counts(json.loads((paths.data / mixed).read_text()))))
+        mixed = str(target)
     if "countboost" in args:
         mixed = boost_counts(mixed, str(out / f"{name}_stage2_boost.json"), int(args["countboost"]))
     model = phase(mixed, s.stage2, f"{name}_mixed", str(model))

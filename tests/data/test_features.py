@@ -98,3 +98,20 @@ def test_fingerprint_covers_non_persistent_buffers():
     before, _ = F.tower_fingerprint(tower, _processor, "float32")
     tower.vision.codes *= 3
     assert F.tower_fingerprint(tower, _processor, "float32")[0] != before
+
+
+def test_a_vision_part_has_the_built_models_fingerprint_and_features():
+    """`VisionPart` (the tower alone, no language model) must hit the cache entries the full model writes."""
+    from vistune.model.io import default_image_processor
+    from vistune.model.llava import VisionPart, build_model
+    from vistune.testing import tiny_model_config
+
+    config = tiny_model_config(vocab_size=64)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    torch.manual_seed(0)
+    part = VisionPart(config)
+    fingerprint = F.tower_fingerprint(model, default_image_processor(model), "float32")
+    assert F.tower_fingerprint(part, default_image_processor(part), "float32") == fingerprint
+    pixels = torch.randn(2, 3, model.vision.image_size, model.vision.image_size)
+    assert torch.equal(part.vision_features(pixels), model.vision_features(pixels))

@@ -315,3 +315,60 @@ def test_stop_strings_end_generation(tiny_model, tiny_tokenizer):
     )[0].tolist()
     assert len(stopped) <= 4 and stopped == greedy[: len(stopped)]
     assert tiny_tokenizer.decode(stopped).endswith(stop)
+
+
+def _prefix_batch(pad_id: int):
+    """Rows that share a 6-token prompt prefix, then an image, a question and an answer of different lengths."""
+    rows = [
+        image_row([1, 50, 51, 52, 53, 54], "img", [60, 61, 62], [70, 71]),
+        image_row([1, 50, 51, 52, 53, 54], "img", [63, 64], [72, 73, 74]),
+        image_row([1, 50, 51, 52, 53, 54], "img", [60, 65, 66, 67], [75]),
+    ]
+    ids, mask = pad_rows(rows, pad_id=pad_id)
+    labels = torch.full_like(ids, -100)
+    for i, answer in enumerate(([70, 71], [72, 73, 74], [75])):
+        end = int(mask[i].sum())
+        labels[i, end - len(answer) : end] = torch.tensor(answer)
+    torch.manual_seed(2)
+    return ids, mask, labels, torch.randn(3, 3, 32, 32)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2"])
+def test_shared_prompt_prefix_gives_the_same_loss_and_gradients(tiny_tokenizer, model_type):
+    from vistune.testing import build_tiny_model
+
+    model = build_tiny_model(tiny_tokenizer, text_overrides={"model_type": model_type})
+    model.set_trainable(vision=False, projector=True, language_model=True)
+    ids, mask, labels, pixels = _prefix_batch(tiny_tokenizer.pad_token_id)
+    assert model._shared_prefix_length(ids, mask, labels) == 6
+    results = []
+    for share in (False, True):
+        model.share_prompt_prefix = share
+        model.zero_grad()
+        out = model(ids, mask, labels, pixel_values=pixels)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out.loss.detach(), int(out.num_supervised_tokens), grads))
+    (plain, n_plain, g_plain), (shared, n_shared, g_shared) = results
+    assert n_plain == n_shared == 6
+    assert torch.allclose(plain, shared, atol=1e-5)
+    assert g_plain.keys() == g_shared.keys()
+    assert any("embed_tokens" in n for n in g_shared)  # the prefix's token embeddings got their gradient
+    for name, grad in g_plain.items():
+        assert torch.allclose(grad, g_shared[name], atol=1e-5), name
+
+
+def test_shared_prefix_stops_before_a_supervised_or_padded_or_differing_position(tiny_model, tiny_tokenizer):
+    ids, mask, labels, _ = _prefix_batch(tiny_tokenizer.pad_token_id)
+    labels[1, 4] = ids[1, 4]  # position 3 now predicts a supervised token
+    assert tiny_model._shared_prefix_length(ids, mask, labels) == 3
+    ids, mask, labels, _ = _prefix_batch(tiny_tokenizer.pad_token_id)
+    ids[2, 2] = 99  # the third row differs at position 2
+    assert tiny_model._shared_prefix_length(ids, mask, labels) == 2
+    left_ids, left_mask = pad_rows([[1, 50, 51], [1, 50]], pad_id=tiny_tokenizer.pad_token_id, left=True)
+    assert tiny_model._shared_prefix_length(left_ids, left_mask, torch.full_like(left_ids, -100)) == 0
+    ids, mask, labels, _ = _mixed_batch(tiny_tokenizer.pad_token_id)  # only <s> in common: not worth it
+    assert tiny_model._shared_prefix_length(ids, mask, labels) == 0
+    # one sample: nothing to share
+    ids, mask, labels, _ = _prefix_batch(tiny_tokenizer.pad_token_id)
+    assert tiny_model._shared_prefix_length(ids[:1], mask[:1], labels[:1]) == 0

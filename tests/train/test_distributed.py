@@ -64,12 +64,16 @@ def _torchrun(config_file, *overrides: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed_zero2"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed_zero2", "ddp+shared_prefix"])
 def test_torchrun_two_processes_match_one(strategy, tiny_world, tmp_path):
     sections = {"train": {"max_steps": 4, "micro_batch_size": 2}}
     single = train(train_config_from_dict(tiny_config(tiny_world, tmp_path / "one", stage=2, **sections)))
 
     cfg = tiny_config(tiny_world, tmp_path / "two", stage=2, **sections)
+    # +shared_prefix: each micro-batch runs its samples' common prompt prefix once (vicuna_v1's system turn), so
+    # the decoder layers run twice per forward: DDP's gradient hooks must still see all of it (FSDP refuses it)
+    strategy, _, shared = strategy.partition("+")
+    cfg["model"]["share_prompt_prefix"] = bool(shared)
     cfg["train"]["dist"] = {"strategy": strategy}
     if (
         strategy == "deepspeed_zero2"
@@ -87,3 +91,15 @@ def test_torchrun_two_processes_match_one(strategy, tiny_world, tmp_path):
     two = [json.loads(x)["loss"] for x in lines if '"loss"' in x]
     assert two == pytest.approx(single.losses, abs=2e-5)
     assert (tmp_path / "two" / "projector.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_shared_prompt_prefix_under_fsdp_is_refused_with_a_clear_error(tiny_world, tmp_path):
+    cfg = tiny_config(tiny_world, tmp_path / "two", stage=2, train={"max_steps": 1, "micro_batch_size": 2})
+    cfg["model"]["share_prompt_prefix"] = True
+    cfg["train"]["dist"] = {"strategy": "fsdp"}
+    config_file = tmp_path / "two.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(AssertionError, match="share_prompt_prefix does not work with FSDP"):
+        _torchrun(config_file)

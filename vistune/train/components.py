@@ -115,6 +115,7 @@ def apply_trainability(model: Any, section: ModelSection, optim: OptimConfig) ->
     lrs = optim.part_lrs
     want = dataclasses.asdict(section.trainable)
     model.set_trainable(**{part: flag and lrs[part] > 0 for part, flag in want.items()})
+    model.share_prompt_prefix = section.share_prompt_prefix
     if section.attn_implementation is not None:  # before LoRA wraps the language model
         set_attention(model, section.attn_implementation)
     if section.lora.enabled:

@@ -75,6 +75,11 @@ class ModelSection:
     attn_implementation: transformers' attention kernel for the language model and a transformers vision tower
         ("sdpa", "eager", "flash_attention_2" on CUDA with flash-attn installed, as LLaVA trains; None keeps
         transformers' default). A runtime choice: it is not saved with the model.
+    share_prompt_prefix: run the leading tokens that every sample of a micro-batch shares (a chat template's system
+        turn and first user header) once per micro-batch instead of once per sample; the other positions attend to
+        its keys and values, and its gradient sums over the samples. The same loss and gradients to float rounding,
+        fewer FLOPs: a third of them in the miniature world's closed questions (12 of ~40 tokens). Not with
+        gradient_checkpointing (transformers turns the KV cache off under it). A runtime choice, not saved.
     """
 
     init: str | None = None
@@ -85,12 +90,18 @@ class ModelSection:
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None
+    share_prompt_prefix: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self) -> None:
         if (self.init is None) == (self.config is None):
             raise VistuneError(
                 "model: give exactly one of `init` (a saved model dir) or `config` (build from parts)"
+            )
+        if self.share_prompt_prefix and self.gradient_checkpointing:
+            raise VistuneError(
+                "model.share_prompt_prefix with model.gradient_checkpointing: the shared prefix needs the KV cache, "
+                "which transformers turns off under checkpointing; set one of them to false"
             )
         if self.lora.enabled and self.trainable.language_model:
             raise VistuneError(

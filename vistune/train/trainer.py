@@ -103,6 +103,14 @@ class Trainer:
             micro_batch=self.micro,
             world_size=env.world_size,
         )
+        if self.model.share_prompt_prefix and env.distributed and self.dist.strategy == "fsdp":
+            # Measured (tests/train/test_distributed.py): FSDP2 frees a layer's gathered weights after its forward,
+            # so the prefix's pass leaves backward nothing to read ("storage of size 0").
+            raise VistuneError(
+                "model.share_prompt_prefix does not work with FSDP (train.dist.strategy=fsdp, a DeepSpeed config, "
+                "or an accelerate FSDP launch): each decoder layer would run twice in one forward, and FSDP frees "
+                "its gathered weights after the first; set model.share_prompt_prefix=false, or train with DDP"
+            )
         self.wrapped = D.wrap_model(self.model, env, self.dist)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)

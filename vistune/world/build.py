@@ -109,7 +109,9 @@ def _render_range(
         scene = sample_scene(rng, config)
         iid = image_id(split, index)
         file_name = f"{iid:012d}.png"
-        render_scene(scene, size).save(image_dir / file_name, optimize=False, compress_level=6)
+        # Level 1: a quarter of level 6's encode time (0.21 against 0.85 ms per 72 px image) for 17% more bytes; the
+        # pixels are the same.
+        render_scene(scene, size).save(image_dir / file_name, optimize=False, compress_level=1)
         texts = make_captions(scene, rng)
         truth = _image_truth(scene, iid, file_name, size, texts)
         images.append({"id": iid, "file_name": file_name, "width": size, "height": size})
