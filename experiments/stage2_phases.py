@@ -21,6 +21,7 @@ keys:
                                with s1lr= (the run's stage-1 projector was aligned to its own)
   gfrom=cells                  the encoder's global token summarizes its cell tokens (a run directory made by
                                `variant_dir.py ... encoder gfrom=cells`)
+  ccode=X                      the encoder appends its class codes at scale X (`variant_dir.py ... encoder ccode=X`)
   lstyle=both                  the lookup phase also on the short-answer form of its questions (data/closed.json's
                                records of the lookup types, shuffled in with the sentence ones; the same steps)
   first=a,b:N                  curriculum: the first N lookup steps on these types only
@@ -83,6 +84,8 @@ if "pscale" in args:
     s.encoder.position_scale = float(args["pscale"])
 if "gfrom" in args:
     s.encoder.global_from = args["gfrom"]
+if "ccode" in args:  # a run directory made by `variant_dir.py ... encoder ccode=X`
+    s.encoder.class_code, s.encoder.class_scale = True, float(args["ccode"])
 paths = DemoPaths(demo)
 world = WorldPaths(paths.world)
 QUESTION_START = {

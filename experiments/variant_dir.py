@@ -9,7 +9,7 @@ and whatever the rerun step does not replace; `experiments/stage2_phases.py NEW 
     python experiments/variant_dir.py SRC NEW encoder same=1        # the encoder: per-cell same-shape counts
     python experiments/variant_dir.py SRC NEW encoder gfrom=cells   # the encoder: global token from the cells
 
-keys: lm: heads=N layers=N induct=N; encoder: same=1 esteps=N gfrom=cells|patches
+keys: lm: heads=N layers=N induct=N; encoder: same=1 esteps=N gfrom=cells|patches ccode=SCALE (class codes)
 """
 
 import json
@@ -41,6 +41,8 @@ if "same" in args:
     s.encoder_train.same_shape_counts = True
 if "gfrom" in args:
     s.encoder.global_from = args["gfrom"]
+if "ccode" in args:  # WorldEncoderOptions.class_code at this class_scale
+    s.encoder.class_code, s.encoder.class_scale = True, float(args["ccode"])
 if "esteps" in args:
     s.encoder_train.steps = int(args["esteps"])
 start = time.time()

@@ -155,3 +155,30 @@ def test_global_token_from_cells_is_the_projected_mean_of_the_cell_tokens():
     assert SMALL.global_from == "patches"
     with pytest.raises(ValueError, match="global_from"):
         WorldEncoderOptions(global_from="tokens")
+
+
+def test_class_codes_are_the_towers_own_cell_read_out_trained_by_pretraining(tmp_path):
+    """`class_code`: each cell token carries softmax(color) and softmax(shape) of the tower's cell head x scale."""
+    from safetensors.torch import save_file
+
+    from vistune.demo.encoder import CELL_SPLIT
+    from vistune.world.vocab import COLORS
+
+    opts = WorldEncoderOptions(
+        width=32, depth=1, heads=2, stem_channels=[8, 16], global_token=True, class_code=True, class_scale=4.0
+    )
+    scenes = [_scene()] * 8
+    pixels = torch.randn(8, 3, 72, 72)
+    enc, heads, _ = pretrain_encoder(opts, pixels, stack_targets(scenes, opts), EncoderPretrainConfig(steps=2))
+    assert heads.cell is enc.cell_head  # pretraining trains the read-out the tower keeps
+    with torch.no_grad():
+        out = enc(pixels[:2])
+    codes = 1 + len(COLORS) + CELL_SPLIT[1]
+    assert out.shape == (2, 10, 32 + codes + 6) and enc.hidden_size == 32 + codes + 6
+    color = out[0, :9, 32 : 32 + 1 + len(COLORS)] / 4.0
+    assert torch.allclose(color.sum(-1), torch.ones(9))  # a probability distribution per cell
+    assert (out[0, 9, 32 : 32 + codes] == 0).all()  # none on the global token
+    save_file(enc.state_dict(), str(tmp_path / "w.safetensors"))
+    built = build_vision_tower(vision_config(opts, str(tmp_path / "w.safetensors")))
+    with torch.no_grad():
+        assert torch.allclose(built.eval()(pixels[:2]), out, atol=1e-6)

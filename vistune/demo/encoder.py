@@ -32,8 +32,13 @@ from torch import nn
 from vistune.config import from_dict
 from vistune.model.config import VisionConfig
 from vistune.model.vision import HALF, VisionTower, register_vision_tower
+from vistune.world.vocab import COLORS, SHAPES, SIZES
 
 TOWER_KIND = "world_encoder"
+# The cell read-out: (none + each color), (none + each shape), (none + each size) of the object centered in a cell.
+CELL_SPLIT = (1 + len(COLORS), 1 + len(SHAPES), 1 + len(SIZES))
+CELL_CLASSES = sum(CELL_SPLIT)
+CLASS_CODE_DIMS = CELL_SPLIT[0] + CELL_SPLIT[1]
 
 
 @dataclass
@@ -58,6 +63,11 @@ class WorldEncoderOptions:
     # A cell token knows the shape and size of the object centered in it, so per-shape counts are a linear read of
     # the cells' sum; a patch mean weighs each object by its area (one large circle ~ two small ones).
     global_from: str = "patches"
+    # Append to each cell token the tower's own read-out of what is centered there: softmax over (none + colors)
+    # and over (none + shapes), times `class_scale` (the global token gets zeros). The read-out is the cell head
+    # pretraining trains, kept in the tower. Makes "which shape / color is here" as salient as the position code.
+    class_code: bool = False
+    class_scale: float = 8.0
 
     def __post_init__(self) -> None:
         stride = 2 ** (len(self.stem_channels) + 1)
@@ -122,10 +132,15 @@ class WorldEncoder(VisionTower):
             self.global_proj = nn.Sequential(nn.Linear(opts.width, opts.width), nn.LayerNorm(opts.width))
             codes = torch.cat([codes, codes.new_zeros(1, codes.shape[1])])
         self.register_buffer("position_codes", codes, persistent=False)
+        self.cell_head = nn.Linear(opts.width, CELL_CLASSES) if opts.class_code else None
         self.image_size = opts.image_size
         self.image_mean = self.image_std = HALF
         self.num_tokens = opts.pool_grid**2 + int(opts.global_token)
-        self.hidden_size = opts.width + (2 * opts.pool_grid if opts.position_code else 0)
+        self.hidden_size = (
+            opts.width
+            + (2 * opts.pool_grid if opts.position_code else 0)
+            + (CLASS_CODE_DIMS if opts.class_code else 0)
+        )
 
     def dense(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(patch tokens [N, P*P, width], output tokens [N, G*G (+1 global), width]: cells, row-major, then global)."""
@@ -147,10 +162,21 @@ class WorldEncoder(VisionTower):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         _, cells = self.dense(pixel_values)
-        if not self.opts.position_code:
-            return cells
-        codes = self.position_codes.to(cells.dtype).expand(cells.shape[0], -1, -1)  # [N, G*G, 2G]
-        return torch.cat([cells, codes], dim=-1)
+        parts = [cells]
+        if self.cell_head is not None:
+            parts.append(self.class_codes(cells))
+        if self.opts.position_code:
+            parts.append(
+                self.position_codes.to(cells.dtype).expand(cells.shape[0], -1, -1)
+            )  # [N, G*G (+1), 2G]
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else cells
+
+    def class_codes(self, cells: torch.Tensor) -> torch.Tensor:
+        """[N, G*G (+1), 2 + C + S]: the cell head's color and shape probabilities x class_scale (0 on global)."""
+        g2 = self.opts.pool_grid**2
+        color, shape, _ = self.cell_head(cells[:, :g2]).split(CELL_SPLIT, dim=-1)
+        codes = torch.cat([color.softmax(-1), shape.softmax(-1)], dim=-1) * self.opts.class_scale
+        return F.pad(codes, (0, 0, 0, cells.shape[1] - g2))  # the global token: zeros
 
 
 def _position_codes(grid: int) -> torch.Tensor:

@@ -197,7 +197,9 @@ def pretrain_encoder(
     """
     torch.manual_seed(cfg.seed)
     encoder, heads = WorldEncoder(opts), PretrainHeads(opts.width, same_shape=cfg.same_shape_counts)
-    params = [*encoder.parameters(), *heads.parameters()]
+    if encoder.cell_head is not None:  # the tower keeps its cell read-out (`WorldEncoderOptions.class_code`)
+        heads.cell = encoder.cell_head
+    params = list(dict.fromkeys([*encoder.parameters(), *heads.parameters()]))
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, cfg.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
