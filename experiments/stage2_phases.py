@@ -295,7 +295,8 @@ if "count_after" in args:
     import random
 
     counts = of_types(
-        json.loads((paths.data / "closed.json").read_text()) + json.loads((paths.data / "sentence.json").read_text()),
+        json.loads((paths.data / "closed.json").read_text())
+        + json.loads((paths.data / "sentence.json").read_text()),
         ["count"],
     )
     if args.get("count_q") == "singular":

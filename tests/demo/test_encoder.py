@@ -169,7 +169,9 @@ def test_class_codes_are_the_towers_own_cell_read_out_trained_by_pretraining(tmp
     )
     scenes = [_scene()] * 8
     pixels = torch.randn(8, 3, 72, 72)
-    enc, heads, _ = pretrain_encoder(opts, pixels, stack_targets(scenes, opts), EncoderPretrainConfig(steps=2))
+    enc, heads, _ = pretrain_encoder(
+        opts, pixels, stack_targets(scenes, opts), EncoderPretrainConfig(steps=2)
+    )
     assert heads.cell is enc.cell_head  # pretraining trains the read-out the tower keeps
     with torch.no_grad():
         out = enc(pixels[:2])
