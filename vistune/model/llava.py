@@ -120,11 +120,8 @@ class VistuneModel(nn.Module):
         Pixels come from the image processor in float32; they are cast to the tower's weight dtype here, so a
         model loaded in bfloat16 (`load_pretrained(..., dtype=...)`) takes them whatever its tower.
         """
-        weight = next((p for p in self.vision.parameters() if p.is_floating_point()), None)
-        if weight is not None:
-            pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable.vision):
-            return self.vision(pixel_values)
+            return self.vision(_as_tower_input(self.vision, pixel_values))
 
     def encode_images(
         self, pixel_values: torch.Tensor | None = None, vision_features: torch.Tensor | None = None
@@ -358,7 +355,15 @@ class VisionPart:
 
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.vision(pixel_values)
+            return self.vision(_as_tower_input(self.vision, pixel_values))
+
+
+def _as_tower_input(vision: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Pixels on the tower's device, in its weight dtype (the image processor makes float32)."""
+    weight = next((p for p in vision.parameters() if p.is_floating_point()), None)
+    if weight is None:
+        return pixel_values
+    return pixel_values.to(device=weight.device, dtype=weight.dtype)
 
 
 # What transformers adds to a quantized LM's config; a VistuneModel's saved config never carries it.
