@@ -72,7 +72,8 @@ class DemoSettings:
     # and with the pretraining run side by side at one thread each (`pipeline.SideBySide`), 1,800 left stage 2
     # without the color and position lookups (sentence 77.1%), where 2,600 formed them on both encoders tried
     # (sentence 94.1 / 93.2%, short 95.7 / 93.5%) and in the demo itself (94.5 / 95.4%; docs/demo.md, fifteenth
-    # round). Near the edge: copying run to completion broke the lookups (3,600 steps; thirteenth round).
+    # round). Near the edge: copying run to completion broke the lookups (3,600 steps; thirteenth round). Those three
+    # were all stage-2 seed 0: with seed 1 the lookups did not form (sentence 73.5%; docs/demo.md, sixteenth round).
     language_train: LanguagePretrainConfig = field(
         default_factory=lambda: LanguagePretrainConfig(steps=100, lr=1e-3, induction_steps=2600)
     )
