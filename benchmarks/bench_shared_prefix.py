@@ -5,7 +5,7 @@ against transformers' LlavaForConditionalGeneration, same run, same weights, sam
     python benchmarks/bench_shared_prefix.py --configs tiny --iters 30
 
 Every sample starts with the same prompt prefix (a chat template's system turn and first user header: 12 tokens in
-the demo's chatml, ~35 in LLaVA's vicuna_v1), then its image and its own text, the reply half supervised. The three
+the demo's chatml, 31 in LLaVA's vicuna_v1 with SmolLM2's tokenizer), then its image and its own text, the reply half supervised. The three
 models alternate step by step so machine load hits them alike; their losses are printed as a check that they
 compute the same thing (equal to float rounding).
 """
@@ -34,8 +34,8 @@ class PrefixConfig:
 CONFIGS = {
     # The demo's closed questions: 12 shared tokens, 9 image tokens, ~20 of question and reply (~41 in all).
     "tiny": PrefixConfig("tiny", "tiny", prefix=12, text=20),
-    # LLaVA's vicuna_v1 system prompt (~35 tokens), 196 image tokens, 64 of conversation; batch 2 as that config.
-    "mid": PrefixConfig("mid", "mid", prefix=35, text=64),
+    # LLaVA's vicuna_v1 system prompt and "USER:" (31 tokens with SmolLM2's tokenizer), 196 image tokens, 64 of conversation; batch 2 as that config.
+    "mid": PrefixConfig("mid", "mid", prefix=31, text=64),
 }
 
 

@@ -251,28 +251,32 @@ def _encoder_job(paths: DemoPaths, s: DemoSettings) -> dict[str, float]:
 def precompute_features(paths: DemoPaths, s: DemoSettings, world) -> None:
     """The frozen encoder's features of every train image, into the feature cache stages 1 and 2 read (it is keyed
     by the tower's fingerprint and each image's content hash, so they find them there). The encoder's process does
-    this right after pretraining: the language model's side of that step takes longer (the encoder finished ~40 s
-    before it), so the features cost that idle time instead of ~23 s of stage 1."""
+    this right after pretraining: the language model's side of that step takes longer (the encoder finished about
+    40 s before it, estimated from the order of their progress lines), so the features use that idle time instead
+    of ~23 s of stage 1."""
     from vistune.data.features import open_feature_cache
     from vistune.data.images import load_image
-    from vistune.demo.encoder import vision_config
-    from vistune.model.config import ModelConfig
     from vistune.model.io import default_image_processor
     from vistune.model.llava import VisionPart
 
-    # The model config stage_config builds (the tower's config and image aspect are what the fingerprint covers).
-    config = ModelConfig(
-        vision=vision_config(s.encoder, str(paths.encoder)),
-        text_pretrained=str(paths.language_model),
-        projector=s.projector,
+    # Stage 1's own config: its tower config and image aspect are what the cache's fingerprint covers.
+    cfg = stage_config(
+        paths,
+        s,
+        name="stage1",
+        data="stage1.json",
+        template="plain",
+        stage=s.stage1,
+        train_lm=False,
+        init_projector=None,
     )
-    tower = VisionPart(config)
+    tower = VisionPart(cfg.model.config)
     open_feature_cache(
         sorted(str(p) for p in world.images("train").glob("*.png")),
         model=tower,
         image_processor=default_image_processor(tower),
         load_image=load_image,
-        cache_dir=paths.feature_cache,
+        cache_dir=cfg.data.feature_cache_dir,
     )
 
 

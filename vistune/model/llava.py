@@ -8,6 +8,7 @@ token embeddings. Images are consumed in order of appearance, row-major over the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vistune.errors import VistuneError
-from vistune.model.config import ModelConfig
+from vistune.model.config import ModelConfig, VisionConfig
 from vistune.model.projector import build_projector
 from vistune.model.vision import VisionTower, build_vision_tower, registering_module
 
@@ -203,19 +204,15 @@ class VistuneModel(nn.Module):
         supervised = targets != IGNORE_INDEX  # [B, L-1]
         share = self.share_prompt_prefix and not return_logits and input_ids is not None
         prefix = self._shared_prefix_length(input_ids, attention_mask, labels) if share else 0
-        if prefix:
+        if prefix:  # hidden[:, j] is position prefix + j; no position before the prefix's end is supervised
             hidden = self._decode_after_shared_prefix(lm.base_model, embeds, attention_mask, prefix)
-            # hidden[:, j] is position prefix + j; no position before the prefix's end is supervised
-            picked = hidden[:, :-1][supervised[:, prefix:]]  # [S, D], in the same (row-major) order
-            loss_sum = F.cross_entropy(
-                head(picked).float(), targets[:, prefix:][supervised[:, prefix:]], reduction="sum"
-            )
-            return loss_sum / supervised.sum().clamp(min=1), None
-        decoded = lm.base_model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
-        hidden = decoded[0]  # [B, L, D]: the final hidden states, before the LM head
-        picked = hidden[:, :-1][supervised]  # [S, D]
+            targets, rows = targets[:, prefix:], supervised[:, prefix:]
+        else:
+            hidden = lm.base_model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)[0]
+            rows = supervised  # hidden: [B, L, D], the final hidden states before the LM head
+        picked = hidden[:, :-1][rows]  # [S, D], row-major over the batch either way
         logits_sup = head(picked).float()  # [S, V]; fp32 for a stable softmax, as HF's loss does
-        loss_sum = F.cross_entropy(logits_sup, targets[supervised], reduction="sum")
+        loss_sum = F.cross_entropy(logits_sup, targets[rows], reduction="sum")
         loss = loss_sum / supervised.sum().clamp(min=1)
         return loss, head(hidden) if return_logits else None
 
@@ -247,8 +244,7 @@ class VistuneModel(nn.Module):
         prefix gets the gradients of every sample). The same function as running each sample whole, with fewer FLOPs;
         the sums are ordered differently, so the results agree to float rounding, not bit for bit."""
         batch = embeds.shape[0]
-        # transformers >= 5.2x names the cache argument and output `cache`; earlier versions `past_key_values`
-        name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        name = _cache_argument(type(base))
         first = base(inputs_embeds=embeds[:1, :prefix], use_cache=True)
         cache = first[name]
         cache.batch_repeat_interleave(batch)
@@ -333,7 +329,7 @@ def build_model(config: ModelConfig, *, language_model: nn.Module | None = None)
     return VistuneModel(resolved, vision, projector, language_model)
 
 
-def _resolved_vision(config: ModelConfig, vision: VisionTower):
+def _resolved_vision(config: ModelConfig, vision: VisionTower) -> VisionConfig:
     """The vision config a built model records: the tower's own HF config, no weights path, its registering module."""
     return dataclasses.replace(
         config.vision,
@@ -356,6 +352,12 @@ class VisionPart:
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.vision(_as_tower_input(self.vision, pixel_values))
+
+
+@functools.cache
+def _cache_argument(decoder_class: type) -> str:
+    """transformers >= 5.2x names a decoder's KV-cache argument and output `cache`, earlier ones `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(decoder_class.forward).parameters else "past_key_values"
 
 
 def _as_tower_input(vision: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -78,7 +78,7 @@ class ModelSection:
     share_prompt_prefix: run the leading tokens that every sample of a micro-batch shares (a chat template's system
         turn and first user header) once per micro-batch instead of once per sample; the other positions attend to
         its keys and values, and its gradient sums over the samples. The same loss and gradients to float rounding,
-        fewer FLOPs: a third of them in the miniature world's closed questions (12 of ~40 tokens). Not with
+        fewer FLOPs: 12 of the ~41 tokens of the miniature world's closed questions run once. Not with
         gradient_checkpointing (transformers turns the KV cache off under it). A runtime choice, not saved.
     """
 
