@@ -44,6 +44,10 @@ keys:
                                token as color questions do (a hypothesis test: evaluate with count_answers.py
                                singular=1; the demo's evaluator keeps the plural)
   count_kind=shape             count_after's records: only the per-shape questions ("How many stars")
+  place=before|after           the image before or after the question in every stage-2 record and held-out
+                               question (default: DemoSettings's, after since the seventeenth round; `qfirst=1`
+                               in its figures)
+  plr=X                        every stage-2 phase trains the projector at lr X (the LM at the phase's own)
   mixed=1                      then phase 2 (all instruction data, DemoSettings().stage2) from the lookup model
   msteps=N                     phase 2's steps (default DemoSettings().stage2.steps)
   descriptions=N               held-out images described (default 0)
@@ -55,7 +59,7 @@ import sys
 import time
 from pathlib import Path
 
-from vistune.demo.pipeline import DemoPaths, load_truths, stage_config
+from vistune.demo.pipeline import DemoPaths, load_truths, place_images, stage_config
 from vistune.demo.settings import DemoSettings, StageSettings
 from vistune.eval.world import (
     QUESTION_TYPES,
@@ -78,6 +82,7 @@ s.lookup = StageSettings(
     batch_size=int(args.get("bs", s.lookup.batch_size)),
     lr=float(args.get("lr", s.lookup.lr)),
 )
+s.image_placement = args.get("place", s.image_placement)
 if "msteps" in args:
     s.stage2 = StageSettings(steps=int(args["msteps"]), batch_size=s.stage2.batch_size, lr=s.stage2.lr)
 if "pscale" in args:
@@ -102,7 +107,10 @@ def of_types(records: list[dict], types) -> list[dict]:
     return [
         r
         for r in records
-        if any(r["conversations"][0]["value"].split("\n", 1)[1].startswith(QUESTION_START[t]) for t in types)
+        if any(
+            r["conversations"][0]["value"].replace("<image>", "").strip().startswith(QUESTION_START[t])
+            for t in types
+        )
     ]
 
 
@@ -248,7 +256,9 @@ if "s1lr" in args:
 init_model = None
 if "first" in args:
     first_types, first_steps = args["first"].split(":")
-    records = of_types(json.loads((paths.data / data).read_text()), first_types.split(","))
+    records = place_images(
+        of_types(json.loads((paths.data / data).read_text()), first_types.split(",")), s.image_placement
+    )
     first_data = out / f"{name}_first.json"
     first_data.write_text(json.dumps(records))
     stage = StageSettings(steps=int(first_steps), batch_size=s.lookup.batch_size, lr=s.lookup.lr)
@@ -266,7 +276,17 @@ if "first" in args:
     s.lookup.steps -= int(first_steps)
 
 
+def placed(source: str, target: Path) -> str:
+    """Every record's image placed as `s.image_placement` says (a run made before the seventeenth round has its
+    data image-first), written to `target`."""
+    source_path = Path(source) if Path(source).is_absolute() else paths.data / source
+    records = place_images(json.loads(source_path.read_text()), s.image_placement)
+    target.write_text(json.dumps(records))
+    return str(target)
+
+
 def phase(data: str, stage: StageSettings, subdir: str, init_model: str | None) -> Path:
+    data = placed(data, out / f"{subdir}_{s.image_placement}.json")
     cfg = stage_config(
         paths,
         s,
@@ -276,7 +296,10 @@ def phase(data: str, stage: StageSettings, subdir: str, init_model: str | None) 
         stage=stage,
         train_lm=True,
         init_projector=None if init_model else projector,
-        overrides={"model": {"init": init_model, "config": None}} if init_model else None,
+        overrides={
+            **({"model": {"init": init_model, "config": None}} if init_model else {}),
+            **({"optim": {"projector_lr": float(args["plr"])}} if "plr" in args else {}),
+        },
     )
     return run(cfg, subdir) / "model"
 

@@ -9,7 +9,7 @@ and whatever the rerun step does not replace; `experiments/stage2_phases.py NEW 
     python experiments/variant_dir.py SRC NEW encoder same=1        # the encoder: per-cell same-shape counts
     python experiments/variant_dir.py SRC NEW encoder gfrom=cells   # the encoder: global token from the cells
 
-keys: lm: heads=N layers=N induct=N; encoder: same=1 esteps=N gfrom=cells|patches ccode=SCALE (class codes)
+keys: lm: heads=N hdim=N (per head) layers=N induct=N; encoder: same=1 esteps=N gfrom=cells|patches ccode=SCALE (class codes)
 """
 
 import json
@@ -33,6 +33,8 @@ for part in linked:
 s = DemoSettings()
 if "heads" in args:
     s.language.num_heads = int(args["heads"])
+if "hdim" in args:
+    s.language.head_dim = int(args["hdim"])
 if "layers" in args:
     s.language.num_layers = int(args["layers"])
 if "induct" in args:

@@ -90,6 +90,11 @@ def test_question_records_are_llava_format(truths):
     assert recs[0]["conversations"][0]["value"].startswith("<image>\n")
     assert recs[0]["conversations"][1]["from"] == "gpt"
     assert len({r["id"] for r in recs}) == len(recs)
+    after = question_records(make_closed_questions(truths[:2], seed=0), placement="after")
+    question = recs[0]["conversations"][0]["value"].removeprefix("<image>\n")
+    assert (
+        after[0]["conversations"][0]["value"] == question + "\n<image>"
+    )  # the instruction too, then the image
 
 
 def test_sentence_replies_name_the_answer_and_extraction_is_strict(truths):

@@ -44,6 +44,17 @@ def test_interactive_chat_keeps_image_and_history(tiny_model_dir, image_path, lo
     )
 
 
+def test_session_places_the_image_where_the_model_was_trained_to_see_it(image_path, loaded):
+    import dataclasses
+
+    session = ChatSession(
+        dataclasses.replace(loaded, image_placement="after"), config=GenerationConfig(max_new_tokens=4)
+    )
+    session.set_image(image_path)
+    session.ask("How many shapes?")
+    assert session.history[0]["value"] == "How many shapes?\n<image>"
+
+
 def test_chat_without_image_is_text_only(loaded):
     session = ChatSession(loaded, config=GenerationConfig(max_new_tokens=6))
     session.ask("hello")

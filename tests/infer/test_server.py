@@ -98,3 +98,27 @@ def test_bad_requests_get_a_400_with_the_reason(base_url, body, fragment):
 def test_web_page_is_served(base_url):
     page = httpx.get(base_url, timeout=10)
     assert page.status_code == 200 and "/v1/chat/completions" in page.text
+
+
+def test_image_part_after_the_text_is_placed_after_it_and_models_say_where_theirs_goes(loaded, image_path):
+    import dataclasses
+
+    from vistune.infer.server import to_conversation
+
+    image = {"type": "image_url", "image_url": {"url": _data_url(image_path)}}
+    text = {"type": "text", "text": "What shape is it?"}
+    before, _ = to_conversation([{"role": "user", "content": [image, text]}])
+    after, images = to_conversation([{"role": "user", "content": [text, image]}])
+    assert before[0]["value"] == "<image>\nWhat shape is it?"
+    assert after[0]["value"] == "What shape is it?\n<image>" and len(images) == 1
+
+    trained_after = dataclasses.replace(loaded, image_placement="after")
+    with running_server(create_app(trained_after, model_name="tiny")) as url:
+        listed = httpx.get(f"{url}/v1/models").json()["data"][0]
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+        reply = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": [text, image]}], max_tokens=12
+        )
+    assert listed["image_placement"] == "after"
+    # the server's answer is the one a chat session gives when it places the image after the question itself
+    assert reply.choices[0].message.content == _expected(trained_after, image_path)

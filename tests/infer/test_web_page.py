@@ -41,13 +41,29 @@ def browser(tmp_path):
     driver.quit()
 
 
-def test_page_chat_with_an_image_streams_the_models_answer(browser, loaded, image_path, tmp_path):
+def _answer(loaded, image_path) -> str:
+    session = ChatSession(loaded, config=GenerationConfig())
+    session.set_image(image_path)
+    return session.ask("What shape is it?")
+
+
+@pytest.mark.parametrize("placement", ["before", "after"])
+def test_page_chat_with_an_image_streams_the_models_answer(browser, loaded, image_path, tmp_path, placement):
+    """The page places the image where the served model expects it (`/v1/models`' image_placement)."""
+    import dataclasses
+
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    session = ChatSession(loaded, config=GenerationConfig())
-    session.set_image(image_path)
-    expected = session.ask("What shape is it?")
+    loaded = dataclasses.replace(loaded, image_placement=placement)
+    expected = _answer(loaded, image_path)
+    other = _answer(
+        dataclasses.replace(loaded, image_placement={"before": "after", "after": "before"}[placement]),
+        image_path,
+    )
+    assert (
+        expected != other
+    )  # the placement changes this model's answer, so the page's answer tells which it used
 
     with running_server(create_app(loaded)) as url:
         browser.get(url)

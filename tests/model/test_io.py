@@ -57,6 +57,17 @@ def test_config_json_carries_what_other_tools_read(tmp_path, tiny_model, tiny_to
     }
 
 
+def test_image_placement_is_saved_loaded_and_checked(tmp_path, tiny_model, tiny_tokenizer):
+    save_pretrained(tmp_path, tiny_model, tiny_tokenizer, default_image_processor(tiny_model))
+    assert load_pretrained(tmp_path).image_placement == "before"  # LLaVA's default, and older configs'
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "image_placement": "after"}))
+    assert load_pretrained(tmp_path).image_placement == "after"
+    (tmp_path / "config.json").write_text(json.dumps({**config, "image_placement": "middle"}))
+    with pytest.raises(VistuneError, match="image_placement='middle'"):
+        load_pretrained(tmp_path)
+
+
 def _tamper(path, change):
     tensors = load_file(str(path))
     change(tensors)

@@ -183,3 +183,6 @@ def test_with_image_placeholders_puts_images_first_like_llava():
     assert with_image_placeholders("  What is this? <image>") == "<image>\nWhat is this?"
     assert with_image_placeholders("Compare.", 2) == "<image>\n<image>\nCompare."
     assert with_image_placeholders("Just text.", 0) == "Just text."
+    assert with_image_placeholders("  <image> What is this?", 1, "after") == "What is this?\n<image>"
+    with pytest.raises(VistuneError, match="'middle'"):
+        with_image_placeholders("What is this?", 1, "middle")

@@ -24,6 +24,9 @@ class LanguageModelOptions:
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
+    head_dim: int | None = (
+        None  # per head; None: hidden_size // num_heads (the attention as wide as the model)
+    )
     intermediate_size: int = 384
     max_position_embeddings: int = 512
     vocab_size: int = 1000  # BPE vocabulary; the world's ~300 words each become one or two tokens
@@ -63,7 +66,9 @@ def make_world_tokenizer(
 
 def text_config(opts: LanguageModelOptions, tokenizer: Any) -> dict[str, Any]:
     """The HF Llama config dict (the `text_config` of a `ModelConfig`)."""
+    extra = {} if opts.head_dim is None else {"head_dim": opts.head_dim}
     return {
+        **extra,
         "model_type": "llama",
         "vocab_size": len(tokenizer),
         "hidden_size": opts.hidden_size,

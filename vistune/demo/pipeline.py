@@ -174,16 +174,20 @@ def datagen_step(paths: DemoPaths, s: DemoSettings, world, truths: list, say: Ca
         ),
     )
     say(f"    teacher (rule-based `world`): {stats.dataset_records} records, {stats.items_failed} failed")
-    instruct = json.loads((paths.data / "instruct.json").read_text())
+    instruct = place_images(json.loads((paths.data / "instruct.json").read_text()), s.image_placement)
     stage1 = stage1_records(annotations, load_instructions("brief", None), seed=s.seed)
     # Single-turn records, one question each, as evaluation asks them (packing an image's questions into one
     # conversation lets later answers lean on earlier questions instead of the image).
     questions = make_closed_questions(truths, seed=s.seed, per_type=s.closed_rounds)
     # Each question in every answer style: short ("red", LLaVA-1.5's VQA prompt) and sentence ("The star is red.").
-    closed = question_records(questions)
-    sentence = question_records(questions, id_prefix="sentence", style="sentence")
+    place = s.image_placement
+    closed = question_records(questions, placement=place)
+    sentence = question_records(questions, id_prefix="sentence", style="sentence", placement=place)
     lookup = question_records(
-        [q for q in questions if q.qtype in s.lookup_types], id_prefix="lookup", style=s.lookup_style
+        [q for q in questions if q.qtype in s.lookup_types],
+        id_prefix="lookup",
+        style=s.lookup_style,
+        placement=place,
     )
     # The lookup types' short-answer records, for the phase between the lookup phase and the mix.
     lookup_short = [r for r, q in zip(closed, questions, strict=True) if q.qtype in s.lookup_types]
@@ -382,6 +386,17 @@ def language_step(paths: DemoPaths, s: DemoSettings) -> list[float]:
     return losses
 
 
+def place_images(records: list[dict], placement: str) -> list[dict]:
+    """Each record's `<image>` placeholders moved before or after the text of its first human turn (in place)."""
+    from vistune.text.templates import IMAGE_PLACEHOLDER, with_image_placeholders
+
+    for record in records:
+        first = next(t for t in record["conversations"] if t["from"] == "human")
+        if count := first["value"].count(IMAGE_PLACEHOLDER):
+            first["value"] = with_image_placeholders(first["value"], count, placement)
+    return records
+
+
 def world_text(paths: DemoPaths, s: DemoSettings) -> list[str]:
     """Documents for the LM, in the chat template, with the `<image>` placeholder removed (the LM never sees images
     before LLaVA training): every stage-1 caption, every teacher conversation, and each train image's closed
@@ -447,7 +462,7 @@ def stage_config(
             "text_pretrained": str(language_model or paths.language_model),
             "projector": s.projector,
         }
-    model_config = {**model_config, "template": template}
+    model_config = {**model_config, "template": template, "image_placement": s.image_placement}
     config = {
         "name": name,
         "model": {
@@ -606,6 +621,7 @@ def step_dependencies(s: DemoSettings) -> dict[str, dict[str, Any]]:
         "flavors": s.flavors,
         "lookup_types": s.lookup_types,
         "lookup_style": s.lookup_style,
+        "image_placement": s.image_placement,
         "records": 4,  # the records' layout (3: single-turn, both styles; 4: + lookup_short.json); bump on change
     }
     return {

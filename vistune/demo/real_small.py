@@ -225,7 +225,7 @@ def ask_knowledge(
     from vistune.data.images import load_image
     from vistune.infer.generate import GenerationConfig, generate_reply
     from vistune.model.io import load_pretrained
-    from vistune.text.templates import get_template
+    from vistune.text.templates import get_template, with_image_placeholders
 
     loaded = load_pretrained(model_dir, template=template, device="auto", dtype="auto")
     loaded.model.eval()
@@ -233,7 +233,7 @@ def ask_knowledge(
     answers = []
     for q in KNOWLEDGE_QUESTIONS:
         images = [load_image(photos[q.photo])] if q.photo else []
-        value = f"<image>\n{q.question}" if q.photo else q.question
+        value = with_image_placeholders(q.question, 1, loaded.image_placement) if q.photo else q.question
         conversation = [{"from": "human", "value": value}]
         answers.append(
             generate_reply(

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from vistune.text.templates import with_image_placeholders
 from vistune.world.truth import ImageTruth, ObjectTruth
 from vistune.world.vocab import (
     COLORS,
@@ -67,11 +68,14 @@ class ClosedQuestion:
     answer: str  # the short answer ("red")
     reply: str  # the sentence answer ("The star is red.")
 
-    def conversation(self, *, with_answer: bool = False, style: str = "short") -> list[dict[str, str]]:
+    def conversation(
+        self, *, with_answer: bool = False, style: str = "short", placement: str = "before"
+    ) -> list[dict[str, str]]:
         """LLaVA-format turns: `<image>` and the question (+ the short-answer instruction in the `short` style),
-        and the answer in that style."""
+        and the answer in that style. placement: the image before the question or after it (and its instruction)."""
         _check_style(style)
-        prompt = f"<image>\n{self.question}" + (f"\n{SHORT_ANSWER_PROMPT}" if style == "short" else "")
+        text = self.question + (f"\n{SHORT_ANSWER_PROMPT}" if style == "short" else "")
+        prompt = with_image_placeholders(text, 1, placement)
         turns = [{"from": "human", "value": prompt}]
         if with_answer:
             turns.append({"from": "gpt", "value": self.answer if style == "short" else self.reply})
@@ -186,14 +190,19 @@ def make_closed_questions(
 
 
 def question_records(
-    questions: Sequence[ClosedQuestion], *, id_prefix: str = "closed", style: str = "short"
+    questions: Sequence[ClosedQuestion],
+    *,
+    id_prefix: str = "closed",
+    style: str = "short",
+    placement: str = "before",
 ) -> list[dict]:
-    """LLaVA-format training records in one answer style (`image`: the file name in the split's image folder)."""
+    """LLaVA-format training records in one answer style (`image`: the file name in the split's image folder), the
+    image before or after the question (`placement`)."""
     return [
         {
             "id": f"{id_prefix}-{q.image_id}-{i}",
             "image": q.file_name,
-            "conversations": q.conversation(with_answer=True, style=style),
+            "conversations": q.conversation(with_answer=True, style=style, placement=placement),
         }
         for i, q in enumerate(questions)
     ]
@@ -386,10 +395,15 @@ def evaluate_model(
         return out
 
     files = [q.file_name for q in questions]
-    answers = answer([q.conversation() for q in questions], files, 8, "short answers")
-    replies = answer([q.conversation(style="sentence") for q in questions], files, 16, "sentence answers")
+    place = (
+        loaded.image_placement
+    )  # where the model was trained to see the image: before or after the question
+    answers = answer([q.conversation(placement=place) for q in questions], files, 8, "short answers")
+    replies = answer(
+        [q.conversation(style="sentence", placement=place) for q in questions], files, 16, "sentence answers"
+    )
     described = truths[:max_descriptions]
-    prompt = [{"from": "human", "value": f"<image>\n{DETAIL_PROMPT}"}]
+    prompt = [{"from": "human", "value": with_image_placeholders(DETAIL_PROMPT, 1, place)}]
     descriptions = answer([prompt] * len(described), [t.file_name for t in described], 160, "descriptions")
     return {
         SCORE_KEYS["short"]: score_closed(questions, answers).to_dict(),

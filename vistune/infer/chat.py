@@ -9,11 +9,12 @@ from PIL import Image
 
 from vistune.data.images import load_image
 from vistune.infer.generate import Conversation, GenerationConfig, generate_reply
-from vistune.text.templates import Template, get_template
+from vistune.text.templates import Template, get_template, with_image_placeholders
 
 
 class ChatSession:
-    """One conversation with a loaded model. The image (if any) goes into the first human turn, before the text."""
+    """One conversation with a loaded model. The image (if any) goes into the first human turn, before the text or
+    after it as the model's config says (`image_placement`), unless the question places `<image>` itself."""
 
     def __init__(
         self, loaded, *, template: str | None = None, config: GenerationConfig | None = None
@@ -22,6 +23,7 @@ class ChatSession:
         self.tokenizer = loaded.tokenizer
         self.image_processor = loaded.image_processor
         self.template: Template = get_template(template or loaded.template)
+        self.image_placement: str = loaded.image_placement
         self.config = config or GenerationConfig()
         self.image: Image.Image | None = None
         self.history: Conversation = []
@@ -38,7 +40,7 @@ class ChatSession:
         """Ask a question; returns the answer (also streamed to `on_text`) and records both in the history."""
         question = question.strip()
         if not self.history and self.image is not None and "<image>" not in question:
-            question = f"<image>\n{question}"
+            question = with_image_placeholders(question, 1, self.image_placement)
         turn = [*self.history, {"from": "human", "value": question}]
         images = [self.image] if self.image is not None else []
         answer = generate_reply(

@@ -77,7 +77,10 @@ def to_conversation(messages: list[dict[str, Any]]) -> tuple[Conversation, list[
                     image_url = part.get("image_url") or {}
                     url = image_url.get("url", "") if isinstance(image_url, dict) else str(image_url)
                     images.append(decode_data_url(url))
-                    pieces.append("<image>\n")
+                    # an image after text goes on its own line after it ("What is this?\n<image>"), as a
+                    # model trained with `image_placement: after` saw it; before text, on the line above
+                    after_text = bool(pieces) and not pieces[-1].endswith("\n")
+                    pieces.append("\n<image>" if after_text else "<image>\n")
                 else:
                     raise HTTPException(
                         400, f"messages[{i}]: unsupported content part type {part.get('type')!r}"
@@ -136,7 +139,10 @@ def create_app(loaded, *, model_name: str = "vistune", template: str | None = No
 
     @app.get("/v1/models")
     def models() -> dict:
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "vistune"}]}
+        # image_placement (an extra field): where the model expects the image in the first user message, before
+        # or after its text; clients that care (the web page) order their content parts by it
+        model = {"id": model_name, "object": "model", "owned_by": "vistune"}
+        return {"object": "list", "data": [{**model, "image_placement": loaded.image_placement}]}
 
     @app.post("/v1/chat/completions")
     async def completions(req: ChatRequest):

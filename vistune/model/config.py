@@ -16,6 +16,7 @@ from vistune.model.projector import projector_depth
 
 SelectFeature = Literal["patch", "cls_patch"]
 ImageAspect = Literal["pad", "resize", "crop"]
+ImagePlacement = Literal["before", "after"]
 
 _SELECT_FEATURES = ("patch", "cls_patch")
 _IMAGE_ASPECTS = ("pad", "resize", "crop")
@@ -67,6 +68,9 @@ class ModelConfig:
         IMAGE_TOKEN_INDEX; a model read from a llava-hf directory keeps its `image_token_index`).
     template: the conversation template name, saved with the model (never guessed from a model name).
     image_aspect: how images are fitted to the tower's square input ("pad": LLaVA-1.5 pad-to-square).
+    image_placement: where inference (chat, evaluation) puts the image in a first user turn whose text has no
+        `<image>`: "before" the text (`<image>\nWhat is this?`, as LLaVA's CLI does) or "after" it (for a model
+        trained on records that ask first; LLaVA's own instruction data has both). Saved with the model.
     """
 
     vision: VisionConfig
@@ -76,11 +80,16 @@ class ModelConfig:
     image_token_id: int = -200
     template: str = "plain"
     image_aspect: ImageAspect = "pad"
+    image_placement: ImagePlacement = "before"
 
     def __post_init__(self) -> None:
         if self.image_aspect not in _IMAGE_ASPECTS:
             raise VistuneError(
                 f"image_aspect={self.image_aspect!r} is not valid; use one of {', '.join(_IMAGE_ASPECTS)}"
+            )
+        if self.image_placement not in ("before", "after"):
+            raise VistuneError(
+                f"image_placement={self.image_placement!r} is not valid; use 'before' or 'after'"
             )
         projector_depth(self.projector)  # an unknown projector name fails here, when the config is read
         if self.text_config is None and self.text_pretrained is None:

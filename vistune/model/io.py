@@ -45,6 +45,9 @@ class Loaded:
     image_processor: ImageProcessor
     template: str
     source_format: Literal["vistune", "llava-hf"]
+    image_placement: Literal["before", "after"] = (
+        "before"  # where a first user turn without `<image>` gets it
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ save
@@ -230,7 +233,9 @@ def _load_vistune(directory: Path) -> Loaded:
     load_state_dict_strict(model, load_file(str(weights_path)), where=str(weights_path))
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     image_processor = ImageProcessor.load(directory)
-    return Loaded(model.eval(), tokenizer, image_processor, config.template, "vistune")
+    return Loaded(
+        model.eval(), tokenizer, image_processor, config.template, "vistune", config.image_placement
+    )
 
 
 class no_weight_init:

@@ -229,10 +229,16 @@ def build_prompt(
     return render(template, normalized, tokenizer, add_generation_prompt=True).text
 
 
-def with_image_placeholders(text: str, num_images: int = 1) -> str:
+def with_image_placeholders(text: str, num_images: int = 1, placement: str = "before") -> str:
     """A first user turn the way LLaVA's inference writes it (`Conversation.get_prompt`): one `<image>\\n` per
-    image, then the text with any placeholders it had removed and surrounding whitespace stripped."""
-    return f"{IMAGE_PLACEHOLDER}\n" * num_images + text.replace(IMAGE_PLACEHOLDER, "").strip()
+    image, then the text with any placeholders it had removed and surrounding whitespace stripped. placement
+    "after": the text first, then `\\n<image>` per image (a model trained on records that ask first)."""
+    text = text.replace(IMAGE_PLACEHOLDER, "").strip()
+    if placement == "before":
+        return f"{IMAGE_PLACEHOLDER}\n" * num_images + text
+    if placement == "after":
+        return text + f"\n{IMAGE_PLACEHOLDER}" * num_images
+    raise VistuneError(f"image placement {placement!r} is not valid; use 'before' or 'after'")
 
 
 # --------------------------------------------------------------------------------------------------- internals
