@@ -24,9 +24,8 @@ class LanguageModelOptions:
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
-    head_dim: int | None = (
-        None  # per head; None: hidden_size // num_heads (the attention as wide as the model)
-    )
+    # Per head; None: hidden_size // num_heads (the attention as wide as the model).
+    head_dim: int | None = None
     intermediate_size: int = 384
     max_position_embeddings: int = 512
     vocab_size: int = 1000  # BPE vocabulary; the world's ~300 words each become one or two tokens

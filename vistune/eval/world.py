@@ -395,9 +395,8 @@ def evaluate_model(
         return out
 
     files = [q.file_name for q in questions]
-    place = (
-        loaded.image_placement
-    )  # where the model was trained to see the image: before or after the question
+    # where the model was trained to see the image: before or after the question
+    place = loaded.image_placement
     answers = answer([q.conversation(placement=place) for q in questions], files, 8, "short answers")
     replies = answer(
         [q.conversation(style="sentence", placement=place) for q in questions], files, 16, "sentence answers"
