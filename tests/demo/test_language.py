@@ -41,6 +41,20 @@ def test_pack_blocks_cuts_documents_into_full_blocks():
     assert (blocks == tok.eos_token_id).any()  # documents are separated by EOS
 
 
+def test_head_dim_widens_the_attention_beyond_the_model_width():
+    import dataclasses
+
+    tok = make_world_tokenizer(CORPUS, TINY)
+    assert "head_dim" not in text_config(
+        TINY, tok
+    )  # default: hidden_size // num_heads, as transformers derives
+    wide = dataclasses.replace(TINY, num_heads=4, head_dim=16)  # 4 x 16 = 64 against a width of 32
+    model = build_language_model(wide, tok)
+    q_proj = model.model.layers[0].self_attn.q_proj
+    assert (q_proj.in_features, q_proj.out_features) == (32, 64)
+    assert model(input_ids=torch.tensor([[1, 5, 6]])).logits.shape == (1, 3, len(tok))
+
+
 def test_pretraining_lowers_the_loss():
     tok = make_world_tokenizer(CORPUS, TINY)
     cfg = text_config(TINY, tok)

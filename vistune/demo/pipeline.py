@@ -264,16 +264,7 @@ def precompute_features(paths: DemoPaths, s: DemoSettings, world) -> None:
     from vistune.model.llava import VisionPart
 
     # Stage 1's own config: its tower config and image aspect are what the cache's fingerprint covers.
-    cfg = stage_config(
-        paths,
-        s,
-        name="stage1",
-        data="stage1.json",
-        template="plain",
-        stage=s.stage1,
-        train_lm=False,
-        init_projector=None,
-    )
+    cfg = stage1_config(paths, s, language_model=paths.stage1_language_model(s))
     tower = VisionPart(cfg.model.config)
     open_feature_cache(
         sorted(str(p) for p in world.images("train").glob("*.png")),
@@ -499,6 +490,22 @@ def stage_config(
     return train_config_from_dict(config, where=f"demo {name}")
 
 
+def stage1_config(paths: DemoPaths, s: DemoSettings, *, name: str = "stage1", **parts: Any):
+    """Stage 1's `vistune.train` config: the projector alone on the captions (`plain` template), encoder and LM
+    frozen, from a fresh projector. parts: `stage_config`'s `language_model` / `model_config` / `tokenizer`."""
+    return stage_config(
+        paths,
+        s,
+        name=name,
+        data="stage1.json",
+        template="plain",
+        stage=s.stage1,
+        train_lm=False,
+        init_projector=None,
+        **parts,
+    )
+
+
 def train_stages(
     paths: DemoPaths,
     s: DemoSettings,
@@ -520,16 +527,8 @@ def train_stages(
     init_projector = stage1 if isinstance(stage1, str) else None
     if stage1 is True:
         with steps.step(f"{prefix}stage 1: align the projector on captions"):
-            cfg = stage_config(
-                paths,
-                s,
-                name=f"{prefix}stage1",
-                data="stage1.json",
-                template="plain",
-                stage=s.stage1,
-                train_lm=False,
-                init_projector=None,
-                language_model=paths.stage1_language_model(s),
+            cfg = stage1_config(
+                paths, s, name=f"{prefix}stage1", language_model=paths.stage1_language_model(s)
             )
             train(cfg)
             init_projector = str(paths.stage(f"{prefix}stage1") / "projector.safetensors")

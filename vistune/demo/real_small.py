@@ -34,6 +34,7 @@ from vistune.demo.pipeline import (
     evaluate_step,
     headline,
     load_truths,
+    stage1_config,
     stage_config,
 )
 from vistune.demo.settings import StageSettings
@@ -312,20 +313,7 @@ def run_real_small(out: str | Path, s: RealSmallSettings, say: Callable[[str], N
     ):
         datagen_step(paths, s, world, train_truths, say)  # type: ignore[arg-type]
     with steps.step("stage 1: align the projector on captions (EfficientNet and SmolLM2 frozen)"):
-        train(
-            stage_config(
-                paths,
-                s,  # type: ignore[arg-type]
-                name="stage1",
-                data="stage1.json",
-                template="plain",
-                stage=s.stage1,
-                train_lm=False,
-                init_projector=None,
-                model_config=parts,
-                tokenizer=str(lm_dir),
-            )
-        )
+        train(stage1_config(paths, s, model_config=parts, tokenizer=str(lm_dir)))  # type: ignore[arg-type]
     what = f"LoRA r={s.lora_r} on the LM" if lora else "the full LM"
     with steps.step(f"stage 2: instruction tuning (projector + {what})"):
         overrides: dict[str, dict[str, Any]] = {"optim": {"projector_lr": s.projector_lr}}
